@@ -1,0 +1,17 @@
+//! Task generators and dataset I/O, all seeded. Imports nothing from the
+//! rest of the crate.
+
+pub mod induction;
+
+/// A batch of token sequences for next-token training.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenBatch {
+    pub batch: usize,
+    pub seq_len: usize,
+    /// (batch · seq_len) input ids, row-major.
+    pub inputs: Vec<u32>,
+    /// (batch · seq_len) target ids.
+    pub targets: Vec<u32>,
+    /// (batch · seq_len) loss weights (1 = scored).
+    pub weights: Vec<f32>,
+}

@@ -1,0 +1,8 @@
+//! Looking inside models: hook points, activation caches and interventions.
+//!
+//! `hooks` is the foundation every model calls into (TransformerLens names).
+//! Analyses live beside it and may import `models`, never `train` or `report`.
+
+pub mod hooks;
+
+pub use hooks::{ActivationCache, HookPoint, Hooks, Intervention};

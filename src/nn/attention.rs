@@ -1,0 +1,115 @@
+//! Multi-head causal self-attention: optional identity W_Q, biases, grouped KV
+//! heads, partial RoPE. Attention is the only layer that mixes positions.
+//!
+//! `pattern = softmax(q·kᵀ/√d_head + causal mask)`, `z = pattern·v`, `out = z·W_Oᵀ`.
+
+use candle_core::{Result, Tensor};
+
+use super::linear::{InitScheme, Linear};
+use super::ops;
+use super::params::ParamBuilder;
+use super::rope::Rope;
+use crate::interp::hooks::{HookPoint, Hooks};
+
+/// Attention configuration (`[model]` keys resolved per layer).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttentionConfig {
+    pub d_model: usize,
+    pub n_heads: usize,
+    /// Key/value heads (grouped-query attention); = n_heads for MHA.
+    pub n_kv_heads: usize,
+    pub d_head: usize,
+    /// W_Q fixed to the identity (no parameter); needs n_heads·d_head = d_model.
+    pub identity_q: bool,
+    pub bias: bool,
+    /// Fraction of each head's dims rotated by RoPE (0 = no RoPE).
+    pub rope_frac: f64,
+    pub rope_base: f64,
+    pub max_seq_len: usize,
+    pub init: InitScheme,
+}
+
+/// One attention layer; field names are the checkpoint key segments.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    q_proj: Option<Linear>,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    rope: Option<Rope>,
+    cfg: AttentionConfig,
+    layer: usize,
+}
+
+impl Attention {
+    pub fn new(cfg: &AttentionConfig, layer: usize, vb: &ParamBuilder) -> Result<Self> {
+        let (d, h, hk, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
+        let q_proj = if cfg.identity_q {
+            None
+        } else {
+            Some(Linear::new(d, h * dh, cfg.bias, cfg.init, false, &vb.pp("q_proj"))?)
+        };
+        let k_proj = Linear::new(d, hk * dh, cfg.bias, cfg.init, false, &vb.pp("k_proj"))?;
+        let v_proj = Linear::new(d, hk * dh, cfg.bias, cfg.init, false, &vb.pp("v_proj"))?;
+        let out_proj = Linear::new(h * dh, d, cfg.bias, cfg.init, false, &vb.pp("out_proj"))?;
+        let rot_dims = ((cfg.rope_frac * dh as f64) as usize) / 2 * 2;
+        let rope = if rot_dims > 0 {
+            Some(Rope::new(rot_dims, cfg.rope_base, cfg.max_seq_len, vb.device())?)
+        } else {
+            None
+        };
+        Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, cfg: cfg.clone(), layer })
+    }
+
+    /// `(batch, pos, n·d_head) -> (batch, n, pos, d_head)`.
+    fn split_heads(x: &Tensor, n: usize) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        x.reshape((b, t, n, ()))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// Repeat each KV head `rep` times: `(b, hk, t, dh) -> (b, hk·rep, t, dh)`.
+    fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
+        if rep == 1 {
+            return Ok(x);
+        }
+        let (b, hk, t, dh) = x.dims4()?;
+        x.unsqueeze(2)?.broadcast_as((b, hk, rep, t, dh))?.reshape((b, hk * rep, t, dh))
+    }
+
+    /// `x: (batch, pos, d_model) -> (batch, pos, d_model)`.
+    pub fn forward(&self, x: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let (h, hk, l) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.layer);
+        let q = match &self.q_proj {
+            Some(p) => Self::split_heads(&p.forward(x)?, h)?,
+            None => Self::split_heads(x, h)?,
+        };
+        let k = Self::split_heads(&self.k_proj.forward(x)?, hk)?;
+        let v = Self::split_heads(&self.v_proj.forward(x)?, hk)?;
+        let (q, k) = match &self.rope {
+            Some(rope) => (rope.apply(&q, 0)?, rope.apply(&k, 0)?),
+            None => (q, k),
+        };
+        let q = hooks.apply(HookPoint::AttnQ(l), q)?;
+        let k = hooks.apply(HookPoint::AttnK(l), k)?;
+        let v = hooks.apply(HookPoint::AttnV(l), v)?;
+        let k = Self::repeat_kv(k, h / hk)?;
+        let v = Self::repeat_kv(v, h / hk)?;
+
+        let scale = 1.0 / (self.cfg.d_head as f64).sqrt();
+        let raw = q.matmul(&k.t()?)?; // (b, h, q, k)
+        let pattern = if hooks.wants(&HookPoint::AttnScores(l)) {
+            // Hooked scores are scaled (as in TransformerLens); the mask stays inside the softmax.
+            let scores = hooks.apply(HookPoint::AttnScores(l), (raw * scale)?)?;
+            ops::causal_softmax(&scores, 1.0)?
+        } else {
+            ops::causal_softmax(&raw, scale)?
+        };
+        let pattern = hooks.apply(HookPoint::AttnPattern(l), pattern)?;
+        let z = pattern.matmul(&v)?; // (b, h, q, d_head)
+        let z = hooks.apply(HookPoint::AttnZ(l), z)?;
+        let z = z.transpose(1, 2)?.reshape((b, t, ()))?;
+        self.out_proj.forward(&z)
+    }
+}

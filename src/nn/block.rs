@@ -1,0 +1,95 @@
+//! A residual block: attention then FFN, pre-LN sequential or parallel
+//! (GPT-NeoX: `x + attn(ln1 x) + mlp(ln2 x)`).
+
+use candle_core::{Result, Tensor};
+
+use super::attention::{Attention, AttentionConfig};
+use super::mlp::{Mlp, MlpConfig};
+use super::norm::{Norm, NormKind};
+use super::params::ParamBuilder;
+use crate::interp::hooks::{HookPoint, Hooks};
+
+/// How attention and FFN are combined with the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResidualKind {
+    /// `mid = x + attn(ln1 x)`, `out = mid + mlp(ln2 mid)`.
+    #[default]
+    Sequential,
+    /// `out = x + attn(ln1 x) + mlp(ln2 x)`.
+    Parallel,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    pub attn: AttentionConfig,
+    pub mlp: MlpConfig,
+    pub norm: NormKind,
+    pub norm_eps: f64,
+    pub residual: ResidualKind,
+}
+
+#[derive(Debug, Clone)]
+pub struct Block {
+    ln1: Norm,
+    attn: Attention,
+    ln2: Norm,
+    mlp: Option<Mlp>,
+    residual: ResidualKind,
+    layer: usize,
+}
+
+impl Block {
+    pub fn new(cfg: &BlockConfig, layer: usize, vb: &ParamBuilder) -> Result<Self> {
+        let d = cfg.attn.d_model;
+        Ok(Self {
+            ln1: Norm::new(cfg.norm, d, cfg.norm_eps, &vb.pp("ln1"))?,
+            attn: Attention::new(&cfg.attn, layer, &vb.pp("attn"))?,
+            ln2: Norm::new(cfg.norm, d, cfg.norm_eps, &vb.pp("ln2"))?,
+            mlp: Mlp::new(&cfg.mlp, layer, &vb.pp("mlp"))?,
+            residual: cfg.residual,
+            layer,
+        })
+    }
+
+    fn normed(norm: &Norm, point: HookPoint, x: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        if norm.is_identity() {
+            return Ok(x.clone());
+        }
+        hooks.apply(point, norm.forward(x)?)
+    }
+
+    /// `resid: (batch, pos, d_model) -> (batch, pos, d_model)`.
+    pub fn forward(&self, resid: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        let l = self.layer;
+        let resid = hooks.apply(HookPoint::ResidPre(l), resid.clone())?;
+        let attn_in = Self::normed(&self.ln1, HookPoint::Ln1Normalized(l), &resid, hooks)?;
+        let attn_out = self.attn.forward(&attn_in, hooks)?;
+        let attn_out = hooks.apply(HookPoint::AttnOut(l), attn_out)?;
+        let out = match self.residual {
+            ResidualKind::Sequential => {
+                let mid = hooks.apply(HookPoint::ResidMid(l), (&resid + attn_out)?)?;
+                match &self.mlp {
+                    Some(mlp) => {
+                        let mlp_in = Self::normed(&self.ln2, HookPoint::Ln2Normalized(l), &mid, hooks)?;
+                        let mlp_out = mlp.forward(&mlp_in, hooks)?;
+                        let mlp_out = hooks.apply(HookPoint::MlpOut(l), mlp_out)?;
+                        (mid + mlp_out)?
+                    }
+                    None => mid,
+                }
+            }
+            ResidualKind::Parallel => match &self.mlp {
+                Some(mlp) => {
+                    let mlp_in = Self::normed(&self.ln2, HookPoint::Ln2Normalized(l), &resid, hooks)?;
+                    let mlp_out = mlp.forward(&mlp_in, hooks)?;
+                        let mlp_out = hooks.apply(HookPoint::MlpOut(l), mlp_out)?;
+                    ((&resid + attn_out)? + mlp_out)?
+                }
+                None => (&resid + attn_out)?,
+            },
+        };
+        hooks.apply(HookPoint::ResidPost(l), out)
+    }
+}

@@ -1,0 +1,45 @@
+//! Token and positional embeddings (learned, fixed random, or none; RoPE
+//! lives in attention).
+
+use candle_core::{Result, Tensor};
+
+use super::params::{Init, ParamBuilder};
+
+/// A lookup table `weight: (n, d_model)`.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub weight: Tensor,
+}
+
+impl Embedding {
+    pub fn new(n: usize, d_model: usize, init: Init, frozen: bool, vb: &ParamBuilder) -> Result<Self> {
+        Ok(Self { weight: vb.get((n, d_model), "weight", init, frozen)? })
+    }
+
+    /// `ids: (batch, pos) u32 -> (batch, pos, d_model)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let d = self.weight.dim(1)?;
+        self.weight.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, d))
+    }
+
+    /// Rows `0..t`: `(pos, d_model)` (positional tables).
+    pub fn first(&self, t: usize) -> Result<Tensor> {
+        self.weight.narrow(0, 0, t)
+    }
+}
+
+/// Where position information comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PosKind {
+    /// Trainable table, N(0, 0.02²).
+    #[default]
+    Learned,
+    /// Frozen table with N(0, 1) entries (the truncation study).
+    FixedRandom,
+    /// Rotary embeddings inside attention (no table).
+    Rope,
+    /// No position information besides the causal mask.
+    None,
+}

@@ -1,0 +1,131 @@
+//! `train::run`: the loop every experiment uses, in nanoGPT's order:
+//! lr → eval/checkpoint → forward/backward → clip → step → log.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::checkpoint::{Checkpoint, Manifest, RngState};
+use super::config::TrainConfig;
+use super::error::TrainError;
+use super::metrics::{Metrics, MetricsSink};
+use super::optim::Optimizer;
+use crate::nn::Params;
+use crate::util::progress::Progress;
+
+/// What an experiment supplies to the loop.
+pub trait Task {
+    /// The model's parameters (trainable ones are optimised).
+    fn params(&self) -> &Params;
+    /// Loss on a fresh training batch drawn from `rng`, plus extra metrics.
+    fn train_loss(&mut self, step: u64, rng: &mut ChaCha8Rng) -> candle_core::Result<(Tensor, Metrics)>;
+    /// Evaluation and probes after `step` completed steps.
+    fn evaluate(&mut self, step: u64) -> candle_core::Result<Metrics>;
+    /// Whether to evaluate after `step` completed steps (default: every `eval_every`).
+    fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
+        cfg.eval_every > 0 && step % cfg.eval_every == 0
+    }
+}
+
+/// Where and how to run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Run directory (`metrics.jsonl`, `checkpoints/`); None = in memory only.
+    pub dir: Option<PathBuf>,
+    /// Seed of the data RNG.
+    pub seed: u64,
+    /// Continue from the latest checkpoint in `dir`.
+    pub resume: bool,
+    /// The resolved config text stored in checkpoints.
+    pub config_text: String,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub final_loss: f64,
+    pub seconds: f64,
+    pub last_eval: Metrics,
+}
+
+/// Train `task` for `cfg.steps` steps.
+pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut MetricsSink) -> Result<TrainSummary, TrainError> {
+    let vars = task.params().trainable();
+    let ckpt_root = opts.dir.as_ref().map(|d| d.join("checkpoints"));
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
+    let mut opt = Optimizer::new(cfg.optimizer);
+    let mut start = 0;
+    if opts.resume {
+        if let Some(ck) = ckpt_root.as_ref().map(|r| Checkpoint::latest(r)).transpose()?.flatten() {
+            ck.load_params(task.params())?;
+            opt = ck.load_optimizer(task.params().device())?;
+            rng = ck.manifest.rng.restore();
+            start = ck.manifest.step;
+        }
+    }
+    let save = |step: u64, opt: &Optimizer, rng: &ChaCha8Rng, params: &Params| -> Result<(), TrainError> {
+        if let Some(root) = &ckpt_root {
+            let manifest = Manifest {
+                crate_version: env!("CARGO_PKG_VERSION").to_string(),
+                step,
+                optimizer: cfg.optimizer,
+                optimizer_t: opt.t,
+                rng: RngState::of(rng),
+                config: opts.config_text.clone(),
+            };
+            Checkpoint::save(root, params, opt, manifest)?;
+        }
+        Ok(())
+    };
+
+    let mut progress = Progress::new(cfg.steps, start, opts.quiet);
+    let t0 = Instant::now();
+    let mut last_eval = Metrics::new();
+    let mut final_loss = f64::NAN;
+    if start == 0 && task.eval_due(0, cfg) {
+        last_eval = task.evaluate(0)?;
+        sink.log(0, last_eval.clone())?;
+    }
+    for step in start..cfg.steps {
+        let lr = cfg.lr_at(step);
+        let (loss, mut metrics) = task.train_loss(step, &mut rng)?;
+        let loss_value = loss.to_scalar::<f32>()? as f64;
+        if !loss_value.is_finite() {
+            return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss_value });
+        }
+        let grads = loss.backward()?;
+        let norm = Optimizer::grad_norm(&vars, &grads, step + 1)?;
+        let scale = if cfg.clip_norm > 0.0 && norm > cfg.clip_norm { cfg.clip_norm / (norm + 1e-6) } else { 1.0 };
+        opt.step(&vars, &grads, lr, scale, cfg)?;
+        final_loss = loss_value;
+
+        let done = step + 1;
+        progress.tick(done, loss_value);
+        let mut logged = false;
+        if done % cfg.log_every == 0 || done == cfg.steps {
+            metrics.insert("loss".into(), loss_value);
+            metrics.insert("lr".into(), lr);
+            metrics.insert("grad_norm".into(), norm);
+            logged = true;
+        }
+        if task.eval_due(done, cfg) || done == cfg.steps {
+            last_eval = task.evaluate(done)?;
+            metrics.extend(last_eval.iter().map(|(k, v)| (k.clone(), *v)));
+            logged = true;
+        }
+        if logged {
+            sink.log(done, metrics)?;
+        }
+        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps {
+            save(done, &opt, &rng, task.params())?;
+        }
+    }
+    progress.finish();
+    Ok(TrainSummary { steps: cfg.steps, final_loss, seconds: t0.elapsed().as_secs_f64(), last_eval })
+}
