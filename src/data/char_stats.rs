@@ -65,8 +65,8 @@ impl CharStats {
     /// Parse and normalise a statistics JSON document (fields `vocab`, `unigram_counts`,
     /// `bigram_counts`; other fields are ignored).
     pub fn from_json(json: &str) -> Result<Self, DataError> {
-        let raw: RawStats =
-            serde_json::from_str(json).map_err(|e| DataError::CharStats(format!("invalid JSON: {e}")))?;
+        let raw: RawStats = serde_json::from_str(json)
+            .map_err(|e| DataError::CharStats(format!("invalid JSON: {e}")))?;
         let n = raw.vocab.len();
         if n == 0 {
             return Err(DataError::CharStats("`vocab` is empty".into()));
@@ -78,11 +78,15 @@ impl CharStats {
             )));
         }
         if raw.bigram_counts.len() != n || raw.bigram_counts.iter().any(|r| r.len() != n) {
-            return Err(DataError::CharStats(format!("`bigram_counts` must be {n}×{n}")));
+            return Err(DataError::CharStats(format!(
+                "`bigram_counts` must be {n}×{n}"
+            )));
         }
         let bad = |x: &f64| !x.is_finite() || *x < 0.0;
         if raw.unigram_counts.iter().any(bad) || raw.bigram_counts.iter().flatten().any(bad) {
-            return Err(DataError::CharStats("counts must be finite and non-negative".into()));
+            return Err(DataError::CharStats(
+                "counts must be finite and non-negative".into(),
+            ));
         }
         let total: f64 = raw.unigram_counts.iter().sum();
         if total <= 0.0 {
@@ -102,14 +106,21 @@ impl CharStats {
         }
         let unigram_cdf = cdf_of(&unigram);
         let bigram_cdf = bigram.iter().flat_map(|r| cdf_of(r)).collect();
-        Ok(CharStats { vocab: raw.vocab, unigram, bigram, unigram_cdf, bigram_cdf })
+        Ok(CharStats {
+            vocab: raw.vocab,
+            unigram,
+            bigram,
+            unigram_cdf,
+            bigram_cdf,
+        })
     }
 
     /// The embedded Tiny Shakespeare statistics, parsed once (validated by the unit tests).
     pub fn tiny_shakespeare() -> &'static CharStats {
         static STATS: OnceLock<CharStats> = OnceLock::new();
         STATS.get_or_init(|| {
-            CharStats::from_json(TINY_SHAKESPEARE_JSON).expect("embedded Tiny Shakespeare statistics are valid")
+            CharStats::from_json(TINY_SHAKESPEARE_JSON)
+                .expect("embedded Tiny Shakespeare statistics are valid")
         })
     }
 
@@ -151,7 +162,11 @@ impl CharStats {
     /// The `k` most frequent tokens under π_u, most frequent first (ties: lower id first).
     pub fn top_k_unigram(&self, k: usize) -> Vec<u32> {
         let mut ids: Vec<u32> = (0..self.vocab.len() as u32).collect();
-        ids.sort_by(|&a, &b| self.unigram[b as usize].total_cmp(&self.unigram[a as usize]).then(a.cmp(&b)));
+        ids.sort_by(|&a, &b| {
+            self.unigram[b as usize]
+                .total_cmp(&self.unigram[a as usize])
+                .then(a.cmp(&b))
+        });
         ids.truncate(k);
         ids
     }
@@ -186,7 +201,11 @@ mod tests {
         assert!(close(p("o"), 0.0590, 5e-5));
         assert!(close(p("a"), 0.0498, 5e-5));
         assert!(close(p("!"), 0.00195, 5e-6));
-        assert!(close(s.unigram_collision(), 0.05579, 5e-6), "Σπ² = {}", s.unigram_collision());
+        assert!(
+            close(s.unigram_collision(), 0.05579, 5e-6),
+            "Σπ² = {}",
+            s.unigram_collision()
+        );
         let bang = 2usize;
         assert_eq!(s.bigram[1][bang], 0.0, "P(!|space) must be 0");
         let (argmax, max) = (0..VOCAB_SIZE)
@@ -217,11 +236,15 @@ mod tests {
 
     #[test]
     fn malformed_stats_are_rejected() {
-        let e = CharStats::from_json(r#"{"vocab":["a","b"],"unigram_counts":[1],"bigram_counts":[[1,1],[1,1]]}"#)
-            .unwrap_err();
+        let e = CharStats::from_json(
+            r#"{"vocab":["a","b"],"unigram_counts":[1],"bigram_counts":[[1,1],[1,1]]}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("unigram_counts"), "{e}");
-        let e = CharStats::from_json(r#"{"vocab":["a","b"],"unigram_counts":[1,1],"bigram_counts":[[1,1],[0,0]]}"#)
-            .unwrap_err();
+        let e = CharStats::from_json(
+            r#"{"vocab":["a","b"],"unigram_counts":[1,1],"bigram_counts":[[1,1],[0,0]]}"#,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("row 1"), "{e}");
     }
 }

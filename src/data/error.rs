@@ -71,6 +71,9 @@ pub enum DataError {
 impl DataError {
     /// Shorthand for [`DataError::InvalidConfig`].
     pub fn config(field: &'static str, message: impl Into<String>) -> Self {
-        DataError::InvalidConfig { field, message: message.into() }
+        DataError::InvalidConfig {
+            field,
+            message: message.into(),
+        }
     }
 }

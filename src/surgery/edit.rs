@@ -1,23 +1,17 @@
-//! Edits: parse, display, compose and apply LASER-style interventions to a copy of the weights.
+//! Edits: the (layer, target, kind) intervention type, its spec strings, edit sets and sweeps.
 //!
-//! Spec grammar `LAYER:TARGET:KIND`, edit sets joined by `,` (applied left to right):
-//! - `1:fc_in:0.05` / `1:fc_in:top:0.05`: keep the top ⌊ρ·min(m,n)⌋ singular triplets (LASER);
-//! - `1:fc_in:bottom:0.1`: remove those top triplets and keep the rest;
-//! - `1:fc_out:zero`: W = 0 (same as ρ = 0 in top mode);
-//! - `0:attn:drop`, `1:mlp:drop`, `1:all:drop`: drop the block (zero its output matrix and bias).
-//! Targets: the `Matrix` names, groups `mlp` (fc_in, fc_up, fc_out), `attn` (q, k, v, out),
-//! `all`, and `ov` = the product W_O·W_V truncated as a product (arXiv 2406.03068 §6; LASER
-//! arXiv 2312.13558). Imports only candle, faer, thiserror and std.
+//! Spec `LAYER:TARGET:KIND`, sets joined by `,` and applied left to right. KIND: `RHO` or
+//! `top:RHO` keeps the top ⌊ρ·min(m,n)⌋ singular triplets (LASER, arXiv 2312.13558);
+//! `bottom:RHO` removes them; `zero` sets W = 0; `drop` (mlp/attn/all) zeroes the block's output
+//! matrix and bias. TARGET: a `Matrix` name, `mlp`, `attn`, `all`, or `ov` = W_O·W_V truncated as
+//! a product (arXiv 2406.03068 §6). Applying lives in `apply`. Imports only std and siblings.
 
 use std::fmt;
 use std::str::FromStr;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarMap;
-
+pub use super::apply::{apply, apply_varmap};
 use super::error::{Result, SurgeryError};
-use super::svd::SvdCache;
-use super::{Matrix, MatrixMap, ModelWeights};
+use super::weights::Matrix;
 
 /// What an edit targets within one layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,20 +24,30 @@ pub enum Target {
     Ov,
 }
 
-const GROUPS: [(&str, Target); 4] = [("mlp", Target::Mlp), ("attn", Target::Attn), ("all", Target::All), ("ov", Target::Ov)];
-const MLP: [Matrix; 3] = [Matrix::FcIn, Matrix::FcUp, Matrix::FcOut];
+const GROUPS: [(&str, Target); 4] = [
+    ("mlp", Target::Mlp),
+    ("attn", Target::Attn),
+    ("all", Target::All),
+    ("ov", Target::Ov),
+];
+const MLP: [Matrix; 4] = [Matrix::FcIn, Matrix::FcUp, Matrix::GateProj, Matrix::FcOut];
 const ATTN: [Matrix; 4] = [Matrix::QProj, Matrix::KProj, Matrix::VProj, Matrix::OutProj];
 
 impl Target {
     pub fn name(self) -> &'static str {
         match self {
             Target::One(m) => m.name(),
-            _ => GROUPS.iter().find(|(_, t)| *t == self).map(|(n, _)| *n).unwrap_or("?"),
+            Target::Mlp => "mlp",
+            Target::Attn => "attn",
+            Target::All => "all",
+            Target::Ov => "ov",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Target> {
-        Matrix::from_name(s).map(Target::One).or_else(|| GROUPS.iter().find(|(n, _)| *n == s).map(|(_, t)| *t))
+        Matrix::from_name(s)
+            .map(Target::One)
+            .or_else(|| GROUPS.iter().find(|(n, _)| *n == s).map(|(_, t)| *t))
     }
 
     /// The matrices a low-rank or zero edit touches (for `ov`: W_V and W_O).
@@ -58,7 +62,11 @@ impl Target {
     }
 
     fn valid_names() -> String {
-        let v: Vec<&str> = Matrix::ALL.iter().map(|m| m.name()).chain(GROUPS.iter().map(|(n, _)| *n)).collect();
+        let v: Vec<&str> = Matrix::ALL
+            .iter()
+            .map(|m| m.name())
+            .chain(GROUPS.iter().map(|(n, _)| *n))
+            .collect();
         v.join(", ")
     }
 }
@@ -96,14 +104,24 @@ pub fn rank_for(rank_frac: f64, m: usize, n: usize) -> usize {
 
 impl Edit {
     pub fn new(layer: usize, target: Target, kind: EditKind) -> Result<Edit> {
-        let e = Edit { layer, target, kind };
+        let e = Edit {
+            layer,
+            target,
+            kind,
+        };
         match kind {
             EditKind::LowRank { rank_frac, .. } if !(0.0..=1.0).contains(&rank_frac) => {
-                Err(SurgeryError::parse(&e.to_string(), format!("rank fraction {rank_frac} is outside [0, 1]")))
+                Err(SurgeryError::parse(
+                    &e.to_string(),
+                    format!("rank fraction {rank_frac} is outside [0, 1]"),
+                ))
             }
-            EditKind::DropBlock if !matches!(target, Target::Mlp | Target::Attn | Target::All) => Err(
-                SurgeryError::parse(&e.to_string(), "`drop` applies to a block: expected target mlp, attn or all"),
-            ),
+            EditKind::DropBlock if !matches!(target, Target::Mlp | Target::Attn | Target::All) => {
+                Err(SurgeryError::parse(
+                    &e.to_string(),
+                    "`drop` applies to a block: expected target mlp, attn or all",
+                ))
+            }
             _ => Ok(e),
         }
     }
@@ -120,19 +138,45 @@ impl FromStr for Edit {
                 parts.len()
             )));
         }
-        let layer = parts[0].parse::<usize>().map_err(|_| err(format!("layer `{}` is not a non-negative integer", parts[0])))?;
-        let target = Target::from_name(parts[1])
-            .ok_or_else(|| err(format!("unknown matrix `{}`, expected one of {}", parts[1], Target::valid_names())))?;
+        let layer = parts[0].parse::<usize>().map_err(|_| {
+            err(format!(
+                "layer `{}` is not a non-negative integer",
+                parts[0]
+            ))
+        })?;
+        let target = Target::from_name(parts[1]).ok_or_else(|| {
+            err(format!(
+                "unknown matrix `{}`, expected one of {}",
+                parts[1],
+                Target::valid_names()
+            ))
+        })?;
         let rho = |s: &str| {
-            s.parse::<f64>().ok().filter(|r| (0.0..=1.0).contains(r)).ok_or_else(|| err(format!("rank fraction `{s}` is not a number in [0, 1]")))
+            s.parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| err(format!("rank fraction `{s}` is not a number in [0, 1]")))
         };
         let kind = match (parts[2], parts.get(3)) {
             ("zero", None) => EditKind::Zero,
             ("drop", None) => EditKind::DropBlock,
-            ("top", Some(r)) => EditKind::LowRank { rank_frac: rho(r)?, mode: Mode::Top },
-            ("bottom", Some(r)) => EditKind::LowRank { rank_frac: rho(r)?, mode: Mode::Bottom },
-            (r, None) if r.parse::<f64>().is_ok() => EditKind::LowRank { rank_frac: rho(r)?, mode: Mode::Top },
-            (k, _) => return Err(err(format!("unknown kind `{k}`, expected RHO, top:RHO, bottom:RHO, zero or drop"))),
+            ("top", Some(r)) => EditKind::LowRank {
+                rank_frac: rho(r)?,
+                mode: Mode::Top,
+            },
+            ("bottom", Some(r)) => EditKind::LowRank {
+                rank_frac: rho(r)?,
+                mode: Mode::Bottom,
+            },
+            (r, None) if r.parse::<f64>().is_ok() => EditKind::LowRank {
+                rank_frac: rho(r)?,
+                mode: Mode::Top,
+            },
+            (k, _) => {
+                return Err(err(format!(
+                    "unknown kind `{k}`, expected RHO, top:RHO, bottom:RHO, zero or drop"
+                )))
+            }
         };
         Edit::new(layer, target, kind).map_err(|e| match e {
             SurgeryError::Parse { msg, .. } => err(msg),
@@ -145,8 +189,14 @@ impl fmt::Display for Edit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}:", self.layer, self.target.name())?;
         match self.kind {
-            EditKind::LowRank { rank_frac, mode: Mode::Top } => write!(f, "{rank_frac}"),
-            EditKind::LowRank { rank_frac, mode: Mode::Bottom } => write!(f, "bottom:{rank_frac}"),
+            EditKind::LowRank {
+                rank_frac,
+                mode: Mode::Top,
+            } => write!(f, "{rank_frac}"),
+            EditKind::LowRank {
+                rank_frac,
+                mode: Mode::Bottom,
+            } => write!(f, "bottom:{rank_frac}"),
             EditKind::Zero => write!(f, "zero"),
             EditKind::DropBlock => write!(f, "drop"),
         }
@@ -176,7 +226,10 @@ impl FromStr for EditSet {
         if s.is_empty() || s == "none" {
             return Ok(EditSet::default());
         }
-        s.split(',').map(str::parse).collect::<Result<Vec<_>>>().map(EditSet::new)
+        s.split(',')
+            .map(str::parse)
+            .collect::<Result<Vec<_>>>()
+            .map(EditSet::new)
     }
 }
 
@@ -190,154 +243,14 @@ impl fmt::Display for EditSet {
     }
 }
 
-/// Apply `edits` in order to a copy of `weights`; `weights` itself is never modified.
-pub fn apply(edits: &EditSet, weights: &ModelWeights, cache: &mut SvdCache, map: &dyn MatrixMap) -> Result<ModelWeights> {
-    let mut out = weights.clone(); // shallow: untouched tensors share storage
-    for e in &edits.edits {
-        apply_one(e, &mut out, cache, map)?;
-    }
-    Ok(out)
-}
-
-/// `apply` on a deep-copied snapshot of a VarMap (the VarMap is not touched).
-pub fn apply_varmap(edits: &EditSet, varmap: &VarMap, cache: &mut SvdCache, map: &dyn MatrixMap) -> Result<ModelWeights> {
-    apply(edits, &ModelWeights::from_varmap(varmap)?, cache, map)
-}
-
-/// The weight name of (e.layer, m), or `None` if the map has no such matrix and it is optional
-/// (e.g. fc_up of a non-gated MLP inside the `mlp` group).
-fn resolve(e: &Edit, w: &ModelWeights, map: &dyn MatrixMap, m: Matrix, required: bool) -> Result<Option<String>> {
-    match map.key(e.layer, m) {
-        Some(k) if w.contains(&k) => Ok(Some(k)),
-        None if !required => Ok(None),
-        key => Err(SurgeryError::UnknownTarget {
-            edit: e.to_string(),
-            reason: match key {
-                Some(k) => format!("no weight `{k}` (layer {}, {})", e.layer, m.name()),
-                None => format!("the matrix map has no `{}`", m.name()),
-            },
-            valid: valid_targets(w, map),
-        }),
-    }
-}
-
-fn apply_one(e: &Edit, w: &mut ModelWeights, cache: &mut SvdCache, map: &dyn MatrixMap) -> Result<()> {
-    let need = |w: &ModelWeights, m: Matrix| -> Result<(String, Tensor)> {
-        let k = resolve(e, w, map, m, true)?.expect("required matrix resolves or errors");
-        let t = w.get(&k).expect("resolved").clone();
-        Ok((k, t))
-    };
-    match (e.kind, e.target) {
-        (EditKind::DropBlock, t) => {
-            let outs: &[Matrix] = match t {
-                Target::Mlp => &[Matrix::FcOut],
-                Target::Attn => &[Matrix::OutProj],
-                _ => &[Matrix::FcOut, Matrix::OutProj],
-            };
-            for &m in outs {
-                let (key, wt) = need(w, m)?;
-                w.insert(key, wt.zeros_like()?);
-                if let Some(b) = map.bias_key(e.layer, m) {
-                    if let Some(bt) = w.get(&b).cloned() {
-                        w.insert(b, bt.zeros_like()?);
-                    }
-                }
-            }
-        }
-        (EditKind::LowRank { rank_frac, mode }, Target::Ov) => {
-            let ((kv, wv), (ko, wo)) = (need(w, Matrix::VProj)?, need(w, Matrix::OutProj)?);
-            let new_o = truncate_ov(&ko, &wo, &kv, &wv, rank_frac, mode, cache)?;
-            w.insert(ko, new_o);
-        }
-        (EditKind::Zero, Target::Ov) => {
-            let (ko, wo) = need(w, Matrix::OutProj)?;
-            w.insert(ko, wo.zeros_like()?);
-        }
-        (kind, t) => {
-            let required = matches!(t, Target::One(_));
-            let mut touched = 0;
-            for m in t.members() {
-                let Some(key) = resolve(e, w, map, m, required)? else { continue };
-                let old = w.get(&key).expect("resolved").clone();
-                let new = match kind {
-                    EditKind::LowRank { rank_frac, mode } => low_rank(&key, &old, rank_frac, mode, cache)?,
-                    _ => old.zeros_like()?,
-                };
-                w.insert(key, new);
-                touched += 1;
-            }
-            if touched == 0 {
-                need(w, t.members()[0])?; // no member exists: report it
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Rank-k (Top) or top-k-removed (Bottom) version of one matrix, in its own dtype and device.
-fn low_rank(name: &str, w: &Tensor, rank_frac: f64, mode: Mode, cache: &mut SvdCache) -> Result<Tensor> {
-    let (m, n) = dims2(name, w)?;
-    let (k, r) = (rank_for(rank_frac, m, n), m.min(n));
-    let new = match mode {
-        Mode::Top if k == 0 => return Ok(w.zeros_like()?),
-        Mode::Bottom if k >= r => return Ok(w.zeros_like()?),
-        Mode::Top if k >= r => return Ok(w.clone()),
-        Mode::Bottom if k == 0 => return Ok(w.clone()),
-        Mode::Top => cache.get(name, w)?.rebuild_top(k)?,
-        Mode::Bottom => cache.get(name, w)?.rebuild_without_top(k)?,
-    };
-    Ok(new.to_dtype(w.dtype())?.to_device(w.device())?)
-}
-
-/// New W_O such that W_O'·W_V = Top: P_k, Bottom: P − P_k, where P = W_O·W_V = U S Vᵀ.
-/// W_O' = U_k U_kᵀ W_O (resp. W_O − U_k U_kᵀ W_O): U_k U_kᵀ P = P_k exactly, W_V stays as is, and
-/// each head's W_O slice is projected on the same output subspace, so the head structure of a
-/// multi-head layer survives (no refactorisation or pseudo-inverse needed).
-fn truncate_ov(ko: &str, wo: &Tensor, kv: &str, wv: &Tensor, rank_frac: f64, mode: Mode, cache: &mut SvdCache) -> Result<Tensor> {
-    let ((d_out, a), (a2, d_in)) = (dims2(ko, wo)?, dims2(kv, wv)?);
-    if a != a2 {
-        let expected = format!("{a} rows to chain with `{ko}` ({d_out}x{a})");
-        return Err(SurgeryError::BadShape { name: kv.to_string(), expected, got: vec![a2, d_in] });
-    }
-    let cpu = |t: &Tensor| t.to_device(&Device::Cpu)?.to_dtype(DType::F32);
-    let wo32 = cpu(wo)?;
-    let k = rank_for(rank_frac, d_out, d_in);
-    match mode {
-        Mode::Top if k == 0 => return Ok(wo.zeros_like()?),
-        Mode::Top if k >= d_out.min(d_in) => return Ok(wo.clone()),
-        Mode::Bottom if k == 0 => return Ok(wo.clone()),
-        _ => {}
-    }
-    let p = wo32.matmul(&cpu(wv)?)?;
-    let svd = cache.get(&format!("{ko}*{kv}"), &p)?;
-    let uk = svd.u_block(0..k)?;
-    let proj = uk.matmul(&uk.t()?.matmul(&wo32)?)?;
-    let new = if mode == Mode::Top { proj } else { (wo32 - proj)? };
-    Ok(new.to_dtype(wo.dtype())?.to_device(wo.device())?)
-}
-
-fn dims2(name: &str, w: &Tensor) -> Result<(usize, usize)> {
-    w.dims2().map_err(|_| SurgeryError::BadShape { name: name.into(), expected: "a 2-D matrix".into(), got: w.dims().to_vec() })
-}
-
-/// "layers 0..=1: fc_in, fc_out, …; groups: mlp, attn, all, ov" for the weights at hand
-/// (layers are scanned from 0 while any mapped matrix is present).
-fn valid_targets(w: &ModelWeights, map: &dyn MatrixMap) -> String {
-    let present = |l: usize| -> Vec<&'static str> {
-        Matrix::ALL.iter().filter(|&&m| map.key(l, m).is_some_and(|k| w.contains(&k))).map(|m| m.name()).collect()
-    };
-    let first = present(0);
-    if first.is_empty() {
-        let example = Matrix::ALL.iter().find_map(|&m| map.key(0, m)).unwrap_or_default();
-        return format!("none (no weight matches the matrix map, e.g. `{example}`)");
-    }
-    let n_layers = (1..).find(|&l| present(l).is_empty()).unwrap_or(1);
-    format!("layers 0..={}: {}; groups: mlp, attn, all, ov", n_layers - 1, first.join(", "))
-}
-
 /// One single-edit `EditSet` per (layer, target, mode, ρ), in exactly that nesting order (ρ
 /// innermost, so consecutive sets reuse one cached SVD). Invalid ρ values are skipped.
-pub fn sweep_grid(layers: &[usize], targets: &[Target], rank_fracs: &[f64], modes: &[Mode]) -> Vec<EditSet> {
+pub fn sweep_grid(
+    layers: &[usize],
+    targets: &[Target],
+    rank_fracs: &[f64],
+    modes: &[Mode],
+) -> Vec<EditSet> {
     let mut out = Vec::new();
     for &layer in layers {
         for &target in targets {
@@ -351,4 +264,129 @@ pub fn sweep_grid(layers: &[usize], targets: &[Target], rank_fracs: &[f64], mode
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_round_trips_through_display() {
+        for (spec, canonical) in [
+            ("1:fc_in:0.05", "1:fc_in:0.05"),
+            ("1:fc_out:top:0.1", "1:fc_out:0.1"),
+            ("1:fc_in:bottom:0.1", "1:fc_in:bottom:0.1"),
+            ("0:attn:drop", "0:attn:drop"),
+            ("1:mlp:drop", "1:mlp:drop"),
+            ("0:ov:0.2", "0:ov:0.2"),
+            (" 3 : v_proj : zero ", "3:v_proj:zero"),
+            ("2:all:1", "2:all:1"),
+        ] {
+            let e: Edit = spec.parse().unwrap();
+            assert_eq!(e.to_string(), canonical);
+            assert_eq!(canonical.parse::<Edit>().unwrap(), e);
+        }
+        let e: Edit = "1:fc_in:bottom:0.1".parse().unwrap();
+        let want = EditKind::LowRank {
+            rank_frac: 0.1,
+            mode: Mode::Bottom,
+        };
+        assert_eq!(
+            (e.layer, e.target, e.kind),
+            (1, Target::One(Matrix::FcIn), want)
+        );
+    }
+
+    #[test]
+    fn parse_errors_name_the_spec_and_what_was_expected() {
+        for (spec, needle) in [
+            (
+                "1:fc_inn:0.1",
+                "unknown matrix `fc_inn`, expected one of fc_in, fc_up",
+            ),
+            ("x:fc_in:0.1", "layer `x` is not a non-negative integer"),
+            (
+                "1:fc_in:1.5",
+                "rank fraction `1.5` is not a number in [0, 1]",
+            ),
+            ("1:fc_in:top:abc", "rank fraction `abc`"),
+            (
+                "1:fc_in:middle:0.1",
+                "unknown kind `middle`, expected RHO, top:RHO",
+            ),
+            ("1:fc_in", "expected LAYER:TARGET:KIND"),
+            ("1:fc_in:drop", "expected target mlp, attn or all"),
+        ] {
+            let msg = spec.parse::<Edit>().unwrap_err().to_string();
+            assert!(msg.starts_with(&format!("edit spec `{spec}`")), "{msg}");
+            assert!(msg.contains(needle), "{spec}: {msg}");
+        }
+        let kind = EditKind::LowRank {
+            rank_frac: -0.1,
+            mode: Mode::Top,
+        };
+        assert!(Edit::new(0, Target::Mlp, kind).is_err());
+    }
+
+    #[test]
+    fn rank_is_laser_floor_of_rho_min_dim() {
+        assert_eq!(rank_for(0.05, 256, 64), 3);
+        assert_eq!(rank_for(0.1, 40, 24), 2);
+        assert_eq!(rank_for(0.29, 100, 300), 29); // 0.29·100 = 28.999… in f64
+        assert_eq!((rank_for(0.0, 8, 8), rank_for(1.0, 8, 8)), (0, 8));
+    }
+
+    #[test]
+    fn edit_sets_compose_in_order_and_round_trip() {
+        let set: EditSet = "1:fc_in:0.05, 0:attn:drop,1:fc_out:bottom:0.5"
+            .parse()
+            .unwrap();
+        assert_eq!(set.edits.len(), 3);
+        assert_eq!(set.edits[1].target, Target::Attn);
+        assert_eq!(
+            set.to_string(),
+            "1:fc_in:0.05,0:attn:drop,1:fc_out:bottom:0.5"
+        );
+        assert_eq!(set.to_string().parse::<EditSet>().unwrap(), set);
+        assert!("none".parse::<EditSet>().unwrap().is_empty());
+        assert_eq!(EditSet::default().to_string(), "none");
+        let msg = "1:fc_in:0.05,1:bogus:0.1"
+            .parse::<EditSet>()
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("`1:bogus:0.1`"), "{msg}");
+    }
+
+    #[test]
+    fn sweep_grid_is_deterministic_with_rho_innermost() {
+        let targets = [Target::One(Matrix::FcIn), Target::Ov];
+        let grid = sweep_grid(
+            &[0, 1],
+            &targets,
+            &[0.05, 0.1, 2.0],
+            &[Mode::Top, Mode::Bottom],
+        );
+        assert_eq!(grid.len(), 2 * 2 * 2 * 2); // ρ = 2.0 is skipped
+        let names: Vec<String> = grid.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            &names[..5],
+            [
+                "0:fc_in:0.05",
+                "0:fc_in:0.1",
+                "0:fc_in:bottom:0.05",
+                "0:fc_in:bottom:0.1",
+                "0:ov:0.05"
+            ]
+        );
+        assert_eq!(names.last().unwrap(), "1:ov:bottom:0.1");
+        assert_eq!(
+            grid,
+            sweep_grid(
+                &[0, 1],
+                &targets,
+                &[0.05, 0.1, 2.0],
+                &[Mode::Top, Mode::Bottom]
+            )
+        );
+    }
 }

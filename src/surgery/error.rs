@@ -17,13 +17,21 @@ pub enum SurgeryError {
     // === Targets ===
     /// The matrix map has no key for this (layer, matrix), or the weights lack that key.
     #[error("edit `{edit}`: {reason}; valid targets: {valid}")]
-    UnknownTarget { edit: String, reason: String, valid: String },
+    UnknownTarget {
+        edit: String,
+        reason: String,
+        valid: String,
+    },
     /// The edit kind does not apply to this target (e.g. `drop` on a single matrix).
     #[error("edit `{edit}`: {msg}")]
     Unsupported { edit: String, msg: String },
     /// A weight is not a 2-D matrix, or two matrices of a product do not chain.
     #[error("weight `{name}`: expected {expected}, got shape {got:?}")]
-    BadShape { name: String, expected: String, got: Vec<usize> },
+    BadShape {
+        name: String,
+        expected: String,
+        got: Vec<usize>,
+    },
 
     // === Numerics ===
     /// faer's SVD did not converge.
@@ -35,13 +43,19 @@ pub enum SurgeryError {
     #[error("loading weights into VarMap: {msg}")]
     Load { msg: String },
     #[error("SVD cache directory `{path}`: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
 impl SurgeryError {
     pub(crate) fn parse(spec: &str, msg: impl Into<String>) -> Self {
-        SurgeryError::Parse { spec: spec.to_string(), msg: msg.into() }
+        SurgeryError::Parse {
+            spec: spec.to_string(),
+            msg: msg.into(),
+        }
     }
 }

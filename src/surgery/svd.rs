@@ -34,7 +34,11 @@ pub(crate) fn host_matrix(name: &str, w: &Tensor) -> Result<(Vec<f32>, usize, us
         expected: "a 2-D matrix".into(),
         got: w.dims().to_vec(),
     })?;
-    let data = w.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let data = w
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?;
     Ok((data, m, n))
 }
 
@@ -59,7 +63,11 @@ impl Svd {
     pub fn from_row_major(name: &str, data: &[f32], m: usize, n: usize) -> Result<Svd> {
         assert_eq!(data.len(), m * n, "from_row_major: data length != m*n");
         let a = faer::Mat::<f32>::from_fn(m, n, |i, j| data[i * n + j]);
-        let f = a.thin_svd().map_err(|_| SurgeryError::SvdNoConvergence { name: name.to_string(), m, n })?;
+        let f = a.thin_svd().map_err(|_| SurgeryError::SvdNoConvergence {
+            name: name.to_string(),
+            m,
+            n,
+        })?;
         let (fu, fv, fs) = (f.U(), f.V(), f.S().column_vector());
         let r = m.min(n);
         let mut u = vec![0f32; m * r];
@@ -153,9 +161,14 @@ impl SvdCache {
     /// Cache that also reads and writes factor files in `dir` (created if missing).
     pub fn with_dir(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|source| SurgeryError::Io { path: dir.display().to_string(), source })?;
-        Ok(SvdCache { dir: Some(dir), ..Self::default() })
+        std::fs::create_dir_all(&dir).map_err(|source| SurgeryError::Io {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Ok(SvdCache {
+            dir: Some(dir),
+            ..Self::default()
+        })
     }
 
     /// The SVD of `w`, computed at most once per (name, content).
@@ -213,8 +226,16 @@ impl SvdCache {
 }
 
 fn file_name(name: &str, fp: u64) -> String {
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' }).collect();
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     format!("{safe}.{fp:016x}.svd.safetensors")
 }
 
@@ -230,15 +251,27 @@ fn save(path: &Path, svd: &Svd) -> Result<()> {
 fn load(path: &Path, m: usize, n: usize) -> Result<Svd> {
     let t = candle_core::safetensors::load(path, &Device::Cpu)?;
     let get = |k: &str, dims: &[usize]| -> Result<Vec<f32>> {
-        let x = t.get(k).ok_or_else(|| SurgeryError::Load { msg: format!("{}: no `{k}`", path.display()) })?;
+        let x = t.get(k).ok_or_else(|| SurgeryError::Load {
+            msg: format!("{}: no `{k}`", path.display()),
+        })?;
         if x.dims() != dims {
             let name = format!("{}:{k}", path.display());
-            return Err(SurgeryError::BadShape { name, expected: format!("{dims:?}"), got: x.dims().to_vec() });
+            return Err(SurgeryError::BadShape {
+                name,
+                expected: format!("{dims:?}"),
+                got: x.dims().to_vec(),
+            });
         }
         Ok(x.flatten_all()?.to_vec1::<f32>()?)
     };
     let r = m.min(n);
-    Ok(Svd { u: get("u", &[m, r])?, s: get("s", &[r])?, vt: get("vt", &[r, n])?, m, n })
+    Ok(Svd {
+        u: get("u", &[m, r])?,
+        s: get("s", &[r])?,
+        vt: get("vt", &[r, n])?,
+        m,
+        n,
+    })
 }
 
 #[cfg(test)]
@@ -247,9 +280,13 @@ pub(crate) mod tests {
 
     /// Deterministic N(0,1)-ish matrix (LCG + Box–Muller) so tests do not depend on candle's RNG.
     pub(crate) fn rand_mat(m: usize, n: usize, seed: u64) -> Tensor {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut unif = move || {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
         };
         let v: Vec<f32> = (0..m * n)
@@ -259,7 +296,14 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn fro2(t: &Tensor) -> f64 {
-        t.to_dtype(DType::F64).unwrap().sqr().unwrap().sum_all().unwrap().to_scalar::<f64>().unwrap()
+        t.to_dtype(DType::F64)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     }
 
     #[test]
@@ -267,7 +311,10 @@ pub(crate) mod tests {
         for (m, n) in [(40, 24), (24, 40)] {
             let w = rand_mat(m, n, 1);
             let svd = Svd::compute("w", &w).unwrap();
-            assert_eq!((svd.u.len(), svd.s.len(), svd.vt.len()), (m * 24, 24, 24 * n));
+            assert_eq!(
+                (svd.u.len(), svd.s.len(), svd.vt.len()),
+                (m * 24, 24, 24 * n)
+            );
             let rel = (fro2(&(svd.rebuild_top(24).unwrap() - &w).unwrap()) / fro2(&w)).sqrt();
             assert!(rel < 1e-4, "{m}x{n}: relative reconstruction error {rel}");
         }
@@ -277,7 +324,11 @@ pub(crate) mod tests {
     fn singular_values_descend_and_match_frobenius() {
         let w = rand_mat(40, 24, 2);
         let svd = Svd::compute("w", &w).unwrap();
-        assert!(svd.s.windows(2).all(|p| p[0] >= p[1]) && svd.s[23] >= 0.0, "{:?}", svd.s);
+        assert!(
+            svd.s.windows(2).all(|p| p[0] >= p[1]) && svd.s[23] >= 0.0,
+            "{:?}",
+            svd.s
+        );
         let (f, e) = (fro2(&w), svd.energy(0..24));
         assert!((f - e).abs() / f < 1e-5, "‖W‖_F² = {f}, Σ s² = {e}");
     }
@@ -290,7 +341,10 @@ pub(crate) mod tests {
         for k in [0, 1, 3, 8, 12, 23, 24, 30] {
             let err = fro2(&(&w - svd.rebuild_top(k).unwrap()).unwrap());
             let tail = svd.energy(k..24);
-            assert!((err - tail).abs() < 1e-5 * total, "k={k}: ‖W−W_k‖² {err} vs Σ_(i>k) s² {tail}");
+            assert!(
+                (err - tail).abs() < 1e-5 * total,
+                "k={k}: ‖W−W_k‖² {err} vs Σ_(i>k) s² {tail}"
+            );
         }
     }
 
@@ -330,10 +384,16 @@ pub(crate) mod tests {
     fn cache_persists_to_directory() {
         let dir = tempfile::tempdir().unwrap();
         let w = rand_mat(24, 40, 6);
-        let a = SvdCache::with_dir(dir.path()).unwrap().get("blocks.0.attn.v_proj.weight", &w).unwrap();
+        let a = SvdCache::with_dir(dir.path())
+            .unwrap()
+            .get("blocks.0.attn.v_proj.weight", &w)
+            .unwrap();
         let mut second = SvdCache::with_dir(dir.path()).unwrap();
         let b = second.get("blocks.0.attn.v_proj.weight", &w).unwrap();
         assert_eq!((second.computed(), second.loaded_from_disk()), (0, 1));
-        assert_eq!((a.u.clone(), a.s.clone(), a.vt.clone()), (b.u.clone(), b.s.clone(), b.vt.clone()));
+        assert_eq!(
+            (a.u.clone(), a.s.clone(), a.vt.clone()),
+            (b.u.clone(), b.s.clone(), b.vt.clone())
+        );
     }
 }

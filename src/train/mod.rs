@@ -3,12 +3,15 @@
 //! optimizer. May import `nn`, `models`, `data`; never `surgery`, `interp`
 //! analyses or `report`.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod lm_task;
 pub mod metrics;
 pub mod optim;
 pub mod run;
+pub mod run_config;
 
 pub use checkpoint::Checkpoint;
 pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
@@ -16,3 +19,4 @@ pub use error::TrainError;
 pub use metrics::{Metrics, MetricsSink};
 pub use optim::Optimizer;
 pub use run::{run, RunOptions, Task, TrainSummary};
+pub use run_config::{RunConfig, TaskConfig, TaskKind};

@@ -43,6 +43,9 @@ pub struct RunOptions {
     pub config_text: String,
     /// No progress output.
     pub quiet: bool,
+    /// Stop (with a checkpoint) after this many completed steps, as if
+    /// interrupted; `--resume` continues the same schedule.
+    pub stop_after: Option<u64>,
 }
 
 /// What a finished run reports.
@@ -92,7 +95,8 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
         last_eval = task.evaluate(0)?;
         sink.log(0, last_eval.clone())?;
     }
-    for step in start..cfg.steps {
+    let end = opts.stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
+    for step in start..end {
         let lr = cfg.lr_at(step);
         let (loss, mut metrics) = task.train_loss(step, &mut rng)?;
         let loss_value = loss.to_scalar::<f32>()? as f64;
@@ -122,10 +126,10 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
         if logged {
             sink.log(done, metrics)?;
         }
-        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == cfg.steps {
+        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == end {
             save(done, &opt, &rng, task.params())?;
         }
     }
     progress.finish();
-    Ok(TrainSummary { steps: cfg.steps, final_loss, seconds: t0.elapsed().as_secs_f64(), last_eval })
+    Ok(TrainSummary { steps: end, final_loss, seconds: t0.elapsed().as_secs_f64(), last_eval })
 }

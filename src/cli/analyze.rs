@@ -1,0 +1,45 @@
+//! `latentlab analyze`: capture activations at hook points into safetensors.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use latentlab::interp::{HookPoint, Hooks};
+use latentlab::models::LanguageModel;
+use latentlab::train::lm_task::batch_tensors;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint directory.
+    checkpoint: PathBuf,
+    /// Hook points to capture (TransformerLens names; repeatable).
+    #[arg(long = "hook", required = true)]
+    hooks: Vec<String>,
+    /// Output safetensors file (default: <checkpoint>/activations.safetensors).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let points: Vec<HookPoint> = args.hooks.iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
+    let (cfg, model, ck) = super::eval::load_checkpoint(&args.checkpoint)?;
+    let batch = cfg.task.eval_set(cfg.model.vocab_size, cfg.train.batch_size, cfg.seed).remove(0);
+    let (ids, _, _) = batch_tensors(&batch, model.params().device())?;
+    let mut hooks = Hooks::capture(points.clone());
+    model.forward(&ids, &mut hooks)?;
+    let mut out: HashMap<String, latentlab::Tensor> = HashMap::new();
+    for p in &points {
+        match hooks.cache.get(p) {
+            Some(t) => {
+                println!("{p}\t{:?}", t.dims());
+                out.insert(p.to_string(), t.contiguous()?);
+            }
+            None => anyhow::bail!(super::UsageError(format!("hook point `{p}` does not exist in this model"))),
+        }
+    }
+    let path = args.out.unwrap_or_else(|| ck.dir.join("activations.safetensors"));
+    let tmp = path.with_extension("tmp");
+    candle_core::safetensors::save(&out, &tmp)?;
+    std::fs::rename(&tmp, &path)?;
+    println!("wrote {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,45 @@
+//! `latentlab data`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use rand::SeedableRng;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Task: `induction`.
+    task: String,
+    /// Number of sequences.
+    #[arg(long, default_value_t = 256)]
+    n: usize,
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 64)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output JSONL file (one sequence per line).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(args.n > 0 && args.seq_len > 0 && args.vocab_size > 0, super::UsageError("--n, --seq-len and --vocab-size must be > 0".into()));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    let batch = match args.task.as_str() {
+        "induction" => latentlab::data::induction::sample(args.n, args.seq_len, args.vocab_size, &mut rng),
+        other => return Err(super::UsageError(format!("unknown task `{other}`; expected one of: induction")).into()),
+    };
+    let mut text = String::new();
+    for r in 0..batch.batch {
+        let s = r * batch.seq_len..(r + 1) * batch.seq_len;
+        let obj = serde_json::json!({
+            "inputs": &batch.inputs[s.clone()], "targets": &batch.targets[s.clone()], "weights": &batch.weights[s],
+        });
+        text += &obj.to_string();
+        text.push('\n');
+    }
+    latentlab::util::fsx::write_atomic(&args.out, text.as_bytes()).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} sequences to {}", batch.batch, args.out.display());
+    Ok(())
+}

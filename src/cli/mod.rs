@@ -1,0 +1,97 @@
+//! Subcommands: each file goes args → config → one library call → outputs.
+
+mod analyze;
+mod bench;
+mod data;
+mod eval;
+mod reproduce;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+/// latentlab: train small Transformers on reasoning tasks, edit their
+/// weights, and look inside them.
+#[derive(Debug, Parser)]
+#[command(name = "latentlab", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Worker threads for kernels and matmuls (default: all cores).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Train a model from a TOML config.
+    ///
+    /// Example: latentlab train --config run.toml --set train.lr=3e-4 --set name=lr3e-4
+    Train(train::Args),
+    /// Evaluate a checkpoint on its task's evaluation set.
+    ///
+    /// Example: latentlab eval runs/default/checkpoints/step_00001000
+    Eval(eval::Args),
+    /// Generate a dataset as JSONL.
+    ///
+    /// Example: latentlab data induction --n 256 --seq-len 64 --out data/induction.jsonl
+    Data(data::Args),
+    /// Capture activations of a checkpoint at named hook points.
+    ///
+    /// Example: latentlab analyze runs/default/checkpoints/step_00001000 --hook blocks.1.attn.hook_pattern
+    Analyze(analyze::Args),
+    /// Reproduce a published study end to end (or list the studies).
+    ///
+    /// Example: latentlab reproduce list
+    Reproduce(reproduce::Args),
+    /// Time training steps of standard configs.
+    ///
+    /// Example: latentlab bench --config small-gpt-d128 --steps 20
+    Bench(bench::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(n) = cli.threads {
+        anyhow::ensure!(n > 0, "--threads: expected a positive number, got 0");
+        // Read by rayon's global pool and by candle's gemm at every call.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    match cli.cmd {
+        Cmd::Train(a) => train::run(a),
+        Cmd::Eval(a) => eval::run(a),
+        Cmd::Data(a) => data::run(a),
+        Cmd::Analyze(a) => analyze::run(a),
+        Cmd::Reproduce(a) => reproduce::run(a),
+        Cmd::Bench(a) => bench::run(a),
+    }
+}
+
+/// 2 for bad input (config, files, names), 1 for failures while running.
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use latentlab::train::TrainError;
+    for cause in e.chain() {
+        if cause.is::<latentlab::config::ConfigError>()
+            || cause.is::<latentlab::nn::params::ParamError>()
+            || cause.is::<latentlab::interp::hooks::HookNameError>()
+            || cause.is::<std::io::Error>()
+            || cause.is::<UsageError>()
+        {
+            return 2;
+        }
+        if let Some(t) = cause.downcast_ref::<TrainError>() {
+            return match t {
+                TrainError::Io { .. } | TrainError::Corrupt { .. } | TrainError::Mismatch { .. } => 2,
+                _ => 1,
+            };
+        }
+    }
+    1
+}
+
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Bad command-line input that clap cannot see (e.g. an unknown study).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -1,0 +1,67 @@
+//! `latentlab train`.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use latentlab::config::{self, to_toml};
+use latentlab::models::Gpt;
+use latentlab::train::lm_task::LmTask;
+use latentlab::train::{run as train_run, MetricsSink, RunConfig, RunOptions};
+use latentlab::util::fsx::write_atomic;
+use latentlab::Device;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML config (defaults are used for missing keys).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set train.lr=3e-4` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue from the run's latest checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Stop after N steps with a checkpoint (as if interrupted); `--resume` continues.
+    #[arg(long, value_name = "N")]
+    stop_after: Option<u64>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg: RunConfig = config::load(args.config.as_deref(), &args.sets)?;
+    let dir = PathBuf::from(&cfg.out_dir).join(&cfg.name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let text = to_toml(&cfg);
+    write_atomic(&dir.join("config.toml"), text.as_bytes()).with_context(|| format!("writing {}", dir.display()))?;
+
+    let device = Device::Cpu;
+    let model = Gpt::new(&cfg.model, cfg.seed, &device)?;
+    let mut task = LmTask {
+        model,
+        sampler: cfg.task.sampler(cfg.model.vocab_size),
+        batch_size: cfg.train.batch_size,
+        eval: cfg.task.eval_set(cfg.model.vocab_size, cfg.train.batch_size, cfg.seed),
+    };
+    let keep = if args.resume { Some(latest_step(&dir)?) } else { None };
+    let mut sink = MetricsSink::open(&dir.join("metrics.jsonl"), keep)?;
+    let opts = RunOptions { dir: Some(dir.clone()), seed: cfg.seed, resume: args.resume, config_text: text, quiet: args.quiet, stop_after: args.stop_after };
+    let summary = train_run(&mut task, &cfg.train, &opts, &mut sink)?;
+    let mut line = format!("trained {} steps in {:.1}s: loss {:.4}", summary.steps, summary.seconds, summary.final_loss);
+    for (k, v) in &summary.last_eval {
+        line += &format!(", {k} {v:.4}");
+    }
+    println!("{line}");
+    let json = serde_json::json!({
+        "steps": summary.steps, "seconds": summary.seconds, "final_loss": summary.final_loss,
+        "eval": summary.last_eval,
+    });
+    write_atomic(&dir.join("summary.json"), json.to_string().as_bytes())?;
+    println!("outputs in {}", dir.display());
+    Ok(())
+}
+
+fn latest_step(dir: &std::path::Path) -> anyhow::Result<u64> {
+    Ok(latentlab::train::Checkpoint::latest(&dir.join("checkpoints"))?.map(|c| c.manifest.step).unwrap_or(0))
+}

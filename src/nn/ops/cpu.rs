@@ -1,0 +1,256 @@
+//! Shared plumbing for the fused CPU kernels: contiguous f32 views of candle storage, vectorisable
+//! `exp`/`tanh`, lane-wise row reductions, and the fixed work split that keeps every result
+//! independent of the rayon thread count (cross-row sums go block by block, in block order).
+//! May import only candle-core and rayon.
+
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+
+/// Rows per reduction block: a cross-row sum is a sequential sum of per-block partial sums.
+pub(crate) const BLOCK_ROWS: usize = 64;
+/// Elements per parallel task for elementwise kernels (also the block size of `sum_sq`).
+pub(crate) const CHUNK: usize = 1 << 14;
+
+/// True when the fused CPU kernels apply (CPU device, f32); otherwise callers use `*_reference`.
+pub(crate) fn fused_ok(t: &Tensor) -> bool {
+    t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// The contiguous f32 elements that `layout` addresses inside `storage`.
+pub(crate) fn slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = storage.as_slice::<f32>()?;
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: input must be contiguous"),
+    }
+}
+
+/// Mutable twin of [`slice`] for the in-place optimizer kernels.
+pub(crate) fn slice_mut<'a>(
+    storage: &'a mut CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a mut [f32]> {
+    let CpuStorage::F32(data) = storage else {
+        bail!("{op}: parameter must be f32")
+    };
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&mut data[start..end]),
+        None => bail!("{op}: parameter must be contiguous"),
+    }
+}
+
+/// Whole rows per parallel task, so that each task handles about `CHUNK` elements.
+pub(crate) fn rows_per_task(row_len: usize) -> usize {
+    (CHUNK / row_len.max(1)).max(1)
+}
+
+/// Length of the last dimension (1 for a scalar).
+pub(crate) fn last_dim(layout: &Layout) -> usize {
+    layout.dims().last().copied().unwrap_or(1)
+}
+
+/// e^x, Cephes-style: x = n·ln2 + r, |r| ≤ ln2/2, degree-6 polynomial for e^r, 2^n via the exponent
+/// bits. Branch-free so loops over it vectorise; relative error ≈ 2 ulp; underflows to 0 below -87.3.
+#[inline(always)]
+pub(crate) fn fast_exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting rounds to nearest
+    let under = x < -87.336_55;
+    let x = x.clamp(-87.336_55, 88.376_26);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 0.166_666_65;
+    let p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    let ni = n as i32;
+    // 2^n split as 2^(n/2)·2^(n-n/2) so that n = 128 does not overflow the exponent field.
+    let h = ni >> 1;
+    let s1 = f32::from_bits(((h + 127) << 23) as u32);
+    let s2 = f32::from_bits(((ni - h + 127) << 23) as u32);
+    let y = er * s1 * s2;
+    if under {
+        0.0
+    } else {
+        y
+    }
+}
+
+/// tanh(x) as Eigen's clamped [13/6] rational approximation (`ptanh_float`); |error| < 1e-6 (float32).
+#[inline(always)]
+pub(crate) fn fast_tanh(x: f32) -> f32 {
+    let tiny = x.abs() < 0.0004;
+    let xc = x.clamp(-7.905_311, 7.905_311);
+    let x2 = xc * xc;
+    let p = -2.760_768_5e-16f32;
+    let p = p * x2 + 2.000_188e-13;
+    let p = p * x2 - 8.604_672e-11;
+    let p = p * x2 + 5.122_297e-8;
+    let p = p * x2 + 1.485_722_4e-5;
+    let p = p * x2 + 6.372_619_3e-4;
+    let p = p * x2 + 4.893_524_6e-3;
+    let q = 1.198_258_4e-6f32;
+    let q = q * x2 + 1.185_347e-4;
+    let q = q * x2 + 2.268_434_6e-3;
+    let q = q * x2 + 4.893_525e-3;
+    let t = xc * p / q;
+    if tiny {
+        x
+    } else {
+        t
+    }
+}
+
+/// max over a row with 8 independent lanes (a fixed order, so the result is reproducible).
+#[inline]
+pub(crate) fn row_max(x: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            lanes[k] = if c[k] > lanes[k] { c[k] } else { lanes[k] };
+        }
+    }
+    let mut m = lanes
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &b| if b > a { b } else { a });
+    for &v in tail {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
+/// Σ a_i·b_i over a row with 8 lanes (vectorises without reassociation licences).
+#[inline]
+pub(crate) fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let mut lanes = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    let mut s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (x, y) in ta.iter().zip(tb) {
+        s += x * y;
+    }
+    s
+}
+
+/// Σ a_i over a row with 8 lanes.
+#[inline]
+pub(crate) fn row_sum(a: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let c = a.chunks_exact(8);
+    let t = c.remainder();
+    for x in c {
+        for k in 0..8 {
+            lanes[k] += x[k];
+        }
+    }
+    let mut s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for x in t {
+        s += x;
+    }
+    s
+}
+
+#[cfg(test)]
+pub(crate) mod testing {
+    //! Test helpers shared by the op files: random inputs, parity, finite differences, thread pools.
+    use candle_core::{Device, Result, Tensor, Var};
+    use rand::{Rng, SeedableRng};
+
+    pub fn randn(shape: &[usize], seed: u64, scale: f32) -> Tensor {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).expect("shape matches")
+    }
+
+    pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    pub fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
+
+    /// Gradient of `Σ f(x)·w` w.r.t. `x` for a fixed random weighting `w`, plus the output.
+    pub fn grad_of(
+        f: &dyn Fn(&Tensor) -> Result<Tensor>,
+        x: &Tensor,
+        seed: u64,
+    ) -> (Tensor, Tensor) {
+        let var = Var::from_tensor(x).unwrap();
+        let y = f(var.as_tensor()).unwrap();
+        let w = randn(y.dims(), seed, 1.0);
+        let loss = (&y * &w).unwrap().sum_all().unwrap();
+        let grads = loss.backward().unwrap();
+        (
+            y,
+            grads
+                .get(var.as_tensor())
+                .expect("input gets a gradient")
+                .clone(),
+        )
+    }
+
+    /// Central differences (f32, step 1e-3) of `Σ f(x)·w` at a spread of entries of `x`,
+    /// compared with the analytic gradient: |a − n| ≤ 1e-2·max(|a|, |n|) + 2e-3.
+    pub fn check_fd(f: &dyn Fn(&Tensor) -> Result<Tensor>, x: &Tensor, seed: u64) {
+        let (y, analytic) = grad_of(f, x, seed);
+        let w = randn(y.dims(), seed, 1.0);
+        let analytic = flat(&analytic);
+        let base = flat(x);
+        let loss = |v: &[f32]| -> f64 {
+            let t = Tensor::from_slice(v, x.dims(), &Device::Cpu).unwrap();
+            let y = flat(&f(&t).unwrap());
+            y.iter()
+                .zip(flat(&w))
+                .map(|(a, b)| *a as f64 * b as f64)
+                .sum()
+        };
+        let h = 1e-3f32;
+        let step = (base.len() / 17).max(1);
+        for i in (0..base.len()).step_by(step) {
+            let (mut p, mut m) = (base.clone(), base.clone());
+            p[i] += h;
+            m[i] -= h;
+            let num = ((loss(&p) - loss(&m)) / (2.0 * h as f64)) as f32;
+            let a = analytic[i];
+            let tol = 1e-2 * a.abs().max(num.abs()) + 2e-3;
+            assert!(
+                (a - num).abs() <= tol,
+                "entry {i}: analytic {a} vs numeric {num}"
+            );
+        }
+    }
+
+    /// Runs `f` inside a fresh rayon pool with `threads` threads.
+    pub fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(f)
+    }
+}

@@ -1,0 +1,229 @@
+//! Training-step benchmarks of named standard configs: median step time after
+//! warm-up, split into phases, against a matmul-only roofline of the same
+//! GEMM shapes, plus per-op timings of the fused kernels at model shapes.
+
+use std::time::Instant;
+
+use candle_core::{Device, Result, Tensor};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::config::{OptimizerKind, TrainConfig};
+use super::lm_task::lm_loss;
+use super::optim::Optimizer;
+use crate::data::induction;
+use crate::models::{Gpt, GptConfig, LanguageModel};
+use crate::nn::{ops, Act, FfnKind};
+
+/// A named benchmark configuration.
+pub struct BenchConfig {
+    pub name: &'static str,
+    pub model: GptConfig,
+    pub train: TrainConfig,
+    pub seq_len: usize,
+}
+
+/// The standard configs (`latentlab bench --config NAME`).
+pub fn standard_configs() -> Vec<BenchConfig> {
+    let adamw = TrainConfig { optimizer: OptimizerKind::Adamw, clip_norm: 1.0, batch_size: 64, ..Default::default() };
+    let d128 = GptConfig::default();
+    let d64 = GptConfig { d_model: 64, d_mlp: 256, ..GptConfig::default() };
+    let trunc = GptConfig::truncation(64, 64, 65);
+    let sgd = TrainConfig {
+        optimizer: OptimizerKind::Sgd,
+        lr: 0.03,
+        momentum: 0.9,
+        weight_decay: 1e-4,
+        clip_norm: 0.0,
+        batch_size: 64,
+        ..Default::default()
+    };
+    vec![
+        BenchConfig { name: "small-gpt-d128", model: d128, train: adamw.clone(), seq_len: 64 },
+        BenchConfig { name: "small-gpt-d64", model: d64, train: adamw, seq_len: 64 },
+        BenchConfig { name: "truncation-s", model: trunc, train: sgd, seq_len: 64 },
+    ]
+}
+
+/// Timings of one config (milliseconds are medians over the timed steps).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub threads: usize,
+    pub steps: usize,
+    pub ms_step: f64,
+    pub ms_forward: f64,
+    pub ms_backward: f64,
+    pub ms_clip: f64,
+    pub ms_optimizer: f64,
+    pub tokens_per_s: f64,
+    pub gflop_per_step: f64,
+    pub gflops: f64,
+    pub ms_matmul_only: f64,
+    pub matmul_gflops: f64,
+    pub params: usize,
+    pub ops: Vec<(String, f64)>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// The GEMMs of one training step as (batch, m, k, n) with their repeat count:
+/// forward `x·Wᵀ`, backward `g·W` and `gᵀ·x` for each weight; attention
+/// `q·kᵀ`, `p·v` and their four backward products.
+fn gemm_shapes(m: &GptConfig, batch: usize, t: usize) -> Vec<(usize, usize, usize, usize)> {
+    let rows = batch * t;
+    let d = m.d_model;
+    let (h, dh) = (m.n_heads, m.d_head());
+    let mut out = Vec::new();
+    let linear = |out: &mut Vec<_>, din: usize, dout: usize, input_grad: bool| {
+        out.push((1, rows, din, dout));
+        out.push((1, dout, rows, din));
+        if input_grad {
+            out.push((1, rows, dout, din));
+        }
+    };
+    for l in 0..m.n_layers {
+        let first = l == 0;
+        if !m.identity_q {
+            linear(&mut out, d, h * dh, !first || !m.freeze_embed);
+        }
+        linear(&mut out, d, m.n_kv_heads() * dh, true);
+        linear(&mut out, d, m.n_kv_heads() * dh, true);
+        linear(&mut out, h * dh, d, true);
+        match m.ffn_kind(l) {
+            FfnKind::Mlp => {
+                linear(&mut out, d, m.d_mlp, true);
+                linear(&mut out, m.d_mlp, d, true);
+                if m.act == Act::Swiglu {
+                    linear(&mut out, d, m.d_mlp, true);
+                }
+            }
+            FfnKind::Linear => linear(&mut out, d, d, true),
+            FfnKind::None => {}
+        }
+        let bh = batch * h;
+        out.extend([(bh, t, dh, t), (bh, t, t, dh), (bh, t, t, dh), (bh, t, dh, t), (bh, dh, t, t), (bh, t, t, dh)]);
+    }
+    out.push((1, rows, d, m.vocab_size));
+    out.push((1, rows, m.vocab_size, d));
+    if m.unembed != crate::models::UnembedKind::FrozenUniform {
+        out.push((1, m.vocab_size, rows, d));
+    }
+    out
+}
+
+fn time_matmuls(shapes: &[(usize, usize, usize, usize)], reps: usize, dev: &Device) -> Result<(f64, f64)> {
+    let mut mats = Vec::new();
+    let mut flop = 0.0;
+    for &(b, m, k, n) in shapes {
+        let a = Tensor::randn(0f32, 1., (b, m, k), dev)?;
+        let w = Tensor::randn(0f32, 1., (b, k, n), dev)?;
+        flop += 2.0 * (b * m * k * n) as f64;
+        mats.push((a, w));
+    }
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        for (a, w) in &mats {
+            a.matmul(w)?;
+        }
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((median(times), flop))
+}
+
+fn time_op(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    f()?;
+    let mut times = Vec::new();
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        f()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok(median(times))
+}
+
+/// Forward + backward of each fused op at the model's shapes (ms).
+fn op_breakdown(m: &GptConfig, batch: usize, t: usize, dev: &Device) -> Result<Vec<(String, f64)>> {
+    let d = m.d_model;
+    let var = |shape: &[usize]| -> Result<candle_core::Var> { candle_core::Var::randn(0f32, 1., shape, dev) };
+    let x = var(&[batch, t, d])?;
+    let gamma = var(&[d])?;
+    let beta = var(&[d])?;
+    let hid = var(&[batch, t, m.d_mlp])?;
+    let scores = var(&[batch, m.n_heads, t, t])?;
+    let logits = var(&[batch * t, m.vocab_size])?;
+    let targets = Tensor::zeros(batch * t, candle_core::DType::U32, dev)?;
+    let reps = 10;
+    let mut out = Vec::new();
+    out.push((format!("layer_norm ({batch},{t},{d})"), time_op(reps, || {
+        ops::layer_norm(&x, &gamma, &beta, 1e-5)?.sum_all()?.backward().map(|_| ())
+    })?));
+    out.push((format!("gelu ({batch},{t},{})", m.d_mlp), time_op(reps, || ops::gelu(&hid)?.sum_all()?.backward().map(|_| ()))?));
+    out.push((format!("relu ({batch},{t},{})", m.d_mlp), time_op(reps, || ops::relu(&hid)?.sum_all()?.backward().map(|_| ()))?));
+    out.push((format!("causal_softmax ({batch},{},{t},{t})", m.n_heads), time_op(reps, || {
+        ops::causal_softmax(&scores, 0.125)?.sum_all()?.backward().map(|_| ())
+    })?));
+    out.push((format!("cross_entropy ({},{})", batch * t, m.vocab_size), time_op(reps, || {
+        ops::cross_entropy(&logits, &targets, None)?.backward().map(|_| ())
+    })?));
+    Ok(out)
+}
+
+/// Time `steps` training steps of `cfg` after `warmup` untimed ones.
+pub fn bench(cfg: &BenchConfig, warmup: usize, steps: usize) -> Result<BenchResult> {
+    let dev = Device::Cpu;
+    let model = Gpt::new(&cfg.model, 0, &dev)?;
+    let vars = model.params().trainable();
+    let mut opt = Optimizer::new(cfg.train.optimizer);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let batch = cfg.train.batch_size;
+    let batches: Vec<_> = (0..4).map(|_| induction::sample(batch, cfg.seq_len, cfg.model.vocab_size, &mut rng)).collect();
+    let (mut fw, mut bw, mut cl, mut op, mut total) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..warmup + steps {
+        let t0 = Instant::now();
+        let loss = lm_loss(&model, &batches[i % batches.len()])?;
+        loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
+        let grads = loss.backward()?;
+        let t2 = Instant::now();
+        let norm = Optimizer::grad_norm(&vars, &grads, i as u64).map_err(candle_core::Error::wrap)?;
+        let c = cfg.train.clip_norm;
+        let scale = if c > 0.0 && norm > c { c / (norm + 1e-6) } else { 1.0 };
+        let t3 = Instant::now();
+        opt.step(&vars, &grads, cfg.train.lr, scale, &cfg.train).map_err(candle_core::Error::wrap)?;
+        let t4 = Instant::now();
+        if i >= warmup {
+            let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
+            fw.push(ms(t0, t1));
+            bw.push(ms(t1, t2));
+            cl.push(ms(t2, t3));
+            op.push(ms(t3, t4));
+            total.push(ms(t0, t4));
+        }
+    }
+    let shapes = gemm_shapes(&cfg.model, batch, cfg.seq_len);
+    let (ms_mm, flop) = time_matmuls(&shapes, 5.max(steps / 2), &dev)?;
+    let ms_step = median(total);
+    let tokens = (batch * cfg.seq_len) as f64;
+    Ok(BenchResult {
+        name: cfg.name.to_string(),
+        threads: candle_core::utils::get_num_threads(),
+        steps,
+        ms_step,
+        ms_forward: median(fw),
+        ms_backward: median(bw),
+        ms_clip: median(cl),
+        ms_optimizer: median(op),
+        tokens_per_s: tokens / (ms_step / 1e3),
+        gflop_per_step: flop / 1e9,
+        gflops: flop / 1e9 / (ms_step / 1e3),
+        ms_matmul_only: ms_mm,
+        matmul_gflops: flop / 1e9 / (ms_mm / 1e3),
+        params: model.params().n_trainable(),
+        ops: op_breakdown(&cfg.model, batch, cfg.seq_len, &dev)?,
+    })
+}

@@ -1,0 +1,83 @@
+//! Next-token training of a `Gpt` on `TokenBatch`es: the `Task` the generic
+//! `latentlab train` command uses.
+
+use candle_core::{Device, Result, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use super::metrics::Metrics;
+use super::run::Task;
+use crate::data::TokenBatch;
+use crate::interp::hooks::Hooks;
+use crate::models::gpt::Gpt;
+use crate::models::LanguageModel;
+use crate::nn::{ops, Params};
+
+/// Draws a training batch.
+pub type Sampler = Box<dyn FnMut(usize, &mut ChaCha8Rng) -> TokenBatch + Send>;
+
+pub struct LmTask {
+    pub model: Gpt,
+    pub sampler: Sampler,
+    pub batch_size: usize,
+    /// Fixed evaluation batches (loss and accuracy on scored positions).
+    pub eval: Vec<TokenBatch>,
+}
+
+/// Tensors of a batch: ids (b, t), flat targets (b·t,), flat weights (b·t,).
+pub fn batch_tensors(b: &TokenBatch, device: &Device) -> Result<(Tensor, Tensor, Tensor)> {
+    let ids = Tensor::from_slice(&b.inputs, (b.batch, b.seq_len), device)?;
+    let targets = Tensor::from_slice(&b.targets, b.batch * b.seq_len, device)?;
+    let weights = Tensor::from_slice(&b.weights, b.batch * b.seq_len, device)?;
+    Ok((ids, targets, weights))
+}
+
+/// Weighted next-token loss of `model` on `b`.
+pub fn lm_loss(model: &Gpt, b: &TokenBatch) -> Result<Tensor> {
+    let (ids, targets, weights) = batch_tensors(b, model.params().device())?;
+    let logits = model.forward(&ids, &mut Hooks::none())?;
+    let v = logits.dim(2)?;
+    ops::cross_entropy(&logits.reshape((b.batch * b.seq_len, v))?, &targets, Some(&weights))
+}
+
+/// Loss and top-1 accuracy on the scored positions of `b`.
+pub fn lm_eval(model: &Gpt, b: &TokenBatch) -> Result<(f64, f64)> {
+    let (ids, targets, weights) = batch_tensors(b, model.params().device())?;
+    let logits = model.forward(&ids, &mut Hooks::none())?;
+    let v = logits.dim(2)?;
+    let flat = logits.reshape((b.batch * b.seq_len, v))?;
+    let loss = ops::cross_entropy(&flat, &targets, Some(&weights))?.to_scalar::<f32>()? as f64;
+    let pred: Vec<u32> = flat.argmax(1)?.to_vec1()?;
+    let (mut hit, mut n) = (0.0, 0.0);
+    for i in 0..pred.len() {
+        if b.weights[i] > 0.0 {
+            n += 1.0;
+            if pred[i] == b.targets[i] {
+                hit += 1.0;
+            }
+        }
+    }
+    Ok((loss, if n > 0.0 { hit / n } else { 0.0 }))
+}
+
+impl Task for LmTask {
+    fn params(&self) -> &Params {
+        self.model.params()
+    }
+    fn train_loss(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
+        let b = (self.sampler)(self.batch_size, rng);
+        Ok((lm_loss(&self.model, &b)?, Metrics::new()))
+    }
+    fn evaluate(&mut self, _step: u64) -> Result<Metrics> {
+        let mut m = Metrics::new();
+        let (mut loss, mut acc) = (0.0, 0.0);
+        for b in &self.eval {
+            let (l, a) = lm_eval(&self.model, b)?;
+            loss += l;
+            acc += a;
+        }
+        let n = self.eval.len().max(1) as f64;
+        m.insert("eval_loss".into(), loss / n);
+        m.insert("eval_acc".into(), acc / n);
+        Ok(m)
+    }
+}

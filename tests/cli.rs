@@ -1,0 +1,164 @@
+//! The binary end to end: bad input gives one clear line and exit 2 (never a
+//! panic or a half-written file), resume is bit-identical, and results do
+//! not depend on the thread count.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn latentlab(args: &[&str], threads: Option<usize>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latentlab"));
+    cmd.args(args);
+    if let Some(n) = threads {
+        cmd.env("RAYON_NUM_THREADS", n.to_string());
+    }
+    cmd.output().expect("binary runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Exit 2, no panic, and an error line containing every `needle`.
+fn assert_bad_input(o: &Output, needles: &[&str]) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(2), "expected exit 2, stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    for n in needles {
+        assert!(err.contains(n), "stderr lacks `{n}`: {err}");
+    }
+}
+
+const TINY: &[&str] = &[
+    "--set", "model.vocab_size=12", "--set", "model.d_model=16", "--set", "model.n_heads=2",
+    "--set", "model.d_mlp=32", "--set", "model.max_seq_len=8", "--set", "task.seq_len=8",
+    "--set", "train.batch_size=4", "--set", "train.eval_every=3", "--set", "task.eval_batches=1",
+];
+
+fn train(dir: &Path, name: &str, steps: u64, extra: &[&str], threads: Option<usize>) -> Output {
+    let mut args = vec!["train".to_string(), "--quiet".into()];
+    args.extend(TINY.iter().map(|s| s.to_string()));
+    for s in [format!("out_dir={}", dir.display()), format!("name={name}"), format!("train.steps={steps}")] {
+        args.push("--set".into());
+        args.push(s);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    latentlab(&refs, threads)
+}
+
+fn weights(dir: &Path, name: &str, step: u64) -> Vec<u8> {
+    std::fs::read(dir.join(name).join(format!("checkpoints/step_{step:08}/model.safetensors"))).expect("checkpoint exists")
+}
+
+#[test]
+fn train_writes_outputs_and_resume_is_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let full = train(d, "full", 8, &[], None);
+    assert!(full.status.success(), "{}", stderr(&full));
+    for f in ["config.toml", "metrics.jsonl", "summary.json", "checkpoints/latest"] {
+        assert!(d.join("full").join(f).exists(), "{f} missing");
+    }
+    let metrics = std::fs::read_to_string(d.join("full/metrics.jsonl")).unwrap();
+    assert!(metrics.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(metrics.contains("\"loss\"") && metrics.contains("\"eval_loss\""));
+
+    // 4 steps, then resume to 8, reading the same config.
+    let half = train(d, "resumed", 8, &["--stop-after", "4"], None);
+    assert!(half.status.success(), "{}", stderr(&half));
+    let rest = train(d, "resumed", 8, &["--resume"], None);
+    assert!(rest.status.success(), "{}", stderr(&rest));
+    assert!(weights(d, "full", 8) == weights(d, "resumed", 8), "resumed weights differ");
+    let m_full = std::fs::read_to_string(d.join("full/metrics.jsonl")).unwrap();
+    let m_res = std::fs::read_to_string(d.join("resumed/metrics.jsonl")).unwrap();
+    assert_eq!(m_full, m_res, "resumed metrics differ");
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let one = train(d, "t1", 5, &[], Some(1));
+    let two = train(d, "t2", 5, &[], Some(2));
+    assert!(one.status.success() && two.status.success(), "{} {}", stderr(&one), stderr(&two));
+    assert!(weights(d, "t1", 5) == weights(d, "t2", 5), "weights differ between 1 and 2 threads");
+}
+
+#[test]
+fn bad_configs_give_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let file = |name: &str, text: &str| {
+        let p = d.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let malformed = file("bad.toml", "[train\nlr = 1\n");
+    assert_bad_input(&latentlab(&["train", "--config", &malformed], None), &["bad.toml", "malformed TOML"]);
+    let unknown = file("unknown.toml", "[train]\nlearning_rate = 1\n");
+    assert_bad_input(&latentlab(&["train", "--config", &unknown], None), &["learning_rate"]);
+    let wrong = file("wrong.toml", "[train]\nsteps = \"many\"\n");
+    assert_bad_input(&latentlab(&["train", "--config", &wrong], None), &["train.steps"]);
+    assert_bad_input(&latentlab(&["train", "--set", "model.d_model=-4"], None), &["model.d_model"]);
+    assert_bad_input(&latentlab(&["train", "--set", "model.n_layers=0"], None), &["model.n_layers", "> 0"]);
+    assert_bad_input(&latentlab(&["train", "--set", "train.lr=0"], None), &["train.lr"]);
+    assert_bad_input(&latentlab(&["train", "--config", "/no/such/config.toml"], None), &["/no/such/config.toml"]);
+    // A rejected config writes nothing.
+    let out = format!("out_dir={}", d.join("never").display());
+    assert_bad_input(&latentlab(&["train", "--set", &out, "--set", "train.beta2=1.5"], None), &["train.beta2"]);
+    assert!(!d.join("never").exists(), "a rejected run created its directory");
+}
+
+#[test]
+fn bad_checkpoints_and_commands_give_one_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let ok = train(d, "base", 3, &[], None);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let ck = d.join("base/checkpoints/step_00000003");
+
+    // A checkpoint of another shape: same files, different config in the manifest.
+    let other = d.join("other");
+    copy_dir(&ck, &other);
+    let manifest = std::fs::read_to_string(other.join("manifest.json")).unwrap();
+    std::fs::write(other.join("manifest.json"), manifest.replace("d_model = 16", "d_model = 24").replace("d_mlp = 32", "d_mlp = 48")).unwrap();
+    assert_bad_input(&latentlab(&["eval", other.to_str().unwrap()], None), &["model.safetensors", "shape"]);
+
+    // Truncated safetensors.
+    let trunc = d.join("trunc");
+    copy_dir(&ck, &trunc);
+    let bytes = std::fs::read(trunc.join("model.safetensors")).unwrap();
+    std::fs::write(trunc.join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    assert_bad_input(&latentlab(&["eval", trunc.to_str().unwrap()], None), &["model.safetensors"]);
+
+    // Garbage header.
+    let corrupt = d.join("corrupt");
+    copy_dir(&ck, &corrupt);
+    std::fs::write(corrupt.join("model.safetensors"), b"\xff\xff\xff\xff\xff\xff\xff\x7fnot a safetensors file").unwrap();
+    assert_bad_input(&latentlab(&["eval", corrupt.to_str().unwrap()], None), &["model.safetensors"]);
+
+    // Missing checkpoint.
+    assert_bad_input(&latentlab(&["eval", d.join("nope").to_str().unwrap()], None), &["nope"]);
+
+    // Unknown hook name and unknown subcommand.
+    assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--hook", "blocks.0.attn.hook_scores"], None), &["hook_attn_scores"]);
+    let o = latentlab(&["frobnicate"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("frobnicate"));
+    assert_bad_input(&latentlab(&["reproduce", "nonsense"], None), &["nonsense"]);
+
+    // analyze works on a good checkpoint.
+    let out = d.join("acts.safetensors");
+    let o = latentlab(&["analyze", ck.to_str().unwrap(), "--hook", "blocks.1.attn.hook_pattern", "--out", out.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let acts = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(acts["blocks.1.attn.hook_pattern"].dims(), &[4, 2, 8, 8]);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
