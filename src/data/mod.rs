@@ -1,7 +1,13 @@
 //! Task generators and dataset I/O, all seeded. Imports nothing from the
 //! rest of the crate.
 
+pub mod assoc_memory;
+pub mod char_stats;
+pub mod error;
 pub mod induction;
+pub mod noisy_recall;
+
+pub use error::DataError;
 
 /// A batch of token sequences for next-token training.
 #[derive(Debug, Clone, PartialEq)]

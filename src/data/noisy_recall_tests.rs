@@ -418,27 +418,3 @@ fn jsonl_error_messages() {
         .to_string()
         .contains("nope.jsonl"));
 }
-
-/// Throughput of `sample_batch` at batch 64 × T 64 (run with `--ignored --nocapture`).
-#[test]
-#[ignore]
-fn bench_sample_batch() {
-    let sampler = NoisyRecallSampler::new(&cfg()).unwrap();
-    let mut r = rng(0);
-    let n = 2000;
-    let t0 = std::time::Instant::now();
-    let mut acc = 0usize;
-    for _ in 0..n {
-        acc += sampler.sample(64, &mut r).n_scored();
-    }
-    let dt = t0.elapsed().as_secs_f64();
-    let t1 = std::time::Instant::now();
-    for _ in 0..n {
-        acc += sample_batch(&cfg(), 64, &mut r).n_scored();
-    }
-    let dt2 = t1.elapsed().as_secs_f64();
-    eprintln!(
-        "sampler: {:.1} µs/batch ({:.1} Mtok/s); sample_batch (rebuilds tables): {:.1} µs/batch [{acc}]",
-        dt / n as f64 * 1e6, (n * 64 * 64) as f64 / dt / 1e6, dt2 / n as f64 * 1e6
-    );
-}

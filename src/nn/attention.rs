@@ -62,31 +62,22 @@ impl Attention {
         Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, cfg: cfg.clone(), layer })
     }
 
-    /// `(batch, pos, n·d_head) -> (batch, n, pos, d_head)`.
-    fn split_heads(x: &Tensor, n: usize) -> Result<Tensor> {
-        let (b, t, _) = x.dims3()?;
-        x.reshape((b, t, n, ()))?.transpose(1, 2)?.contiguous()
-    }
-
-    /// Repeat each KV head `rep` times: `(b, hk, t, dh) -> (b, hk·rep, t, dh)`.
-    fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
-        if rep == 1 {
-            return Ok(x);
-        }
-        let (b, hk, t, dh) = x.dims4()?;
-        x.unsqueeze(2)?.broadcast_as((b, hk, rep, t, dh))?.reshape((b, hk * rep, t, dh))
-    }
-
     /// `x: (batch, pos, d_model) -> (batch, pos, d_model)`.
+    ///
+    /// q, k, v and z live in the TransformerLens layout (batch, pos, head_index,
+    /// d_head); the fused kernel reads heads through strides, so no transpose
+    /// is materialised. When a hook asks for the scores or the pattern, the
+    /// composed path computes them explicitly.
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
-        let (h, hk, l) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.layer);
+        let (h, hk, dh, l) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head, self.layer);
         let q = match &self.q_proj {
-            Some(p) => Self::split_heads(&p.forward(x)?, h)?,
-            None => Self::split_heads(x, h)?,
-        };
-        let k = Self::split_heads(&self.k_proj.forward(x)?, hk)?;
-        let v = Self::split_heads(&self.v_proj.forward(x)?, hk)?;
+            Some(p) => p.forward(x)?,
+            None => x.clone(),
+        }
+        .reshape((b, t, h, dh))?;
+        let k = self.k_proj.forward(x)?.reshape((b, t, hk, dh))?;
+        let v = self.v_proj.forward(x)?.reshape((b, t, hk, dh))?;
         let (q, k) = match &self.rope {
             Some(rope) => (rope.apply(&q, 0)?, rope.apply(&k, 0)?),
             None => (q, k),
@@ -94,22 +85,35 @@ impl Attention {
         let q = hooks.apply(HookPoint::AttnQ(l), q)?;
         let k = hooks.apply(HookPoint::AttnK(l), k)?;
         let v = hooks.apply(HookPoint::AttnV(l), v)?;
-        let k = Self::repeat_kv(k, h / hk)?;
-        let v = Self::repeat_kv(v, h / hk)?;
-
-        let scale = 1.0 / (self.cfg.d_head as f64).sqrt();
-        let raw = q.matmul(&k.t()?)?; // (b, h, q, k)
-        let pattern = if hooks.wants(&HookPoint::AttnScores(l)) {
-            // Hooked scores are scaled (as in TransformerLens); the mask stays inside the softmax.
-            let scores = hooks.apply(HookPoint::AttnScores(l), (raw * scale)?)?;
-            ops::causal_softmax(&scores, 1.0)?
+        let scale = 1.0 / (dh as f64).sqrt();
+        let z = if hooks.wants(&HookPoint::AttnScores(l)) || hooks.wants(&HookPoint::AttnPattern(l)) {
+            self.explicit_pattern(&q, &k, &v, scale, hooks)?
         } else {
-            ops::causal_softmax(&raw, scale)?
+            let flat = |x: &Tensor| x.reshape((b, t, ()));
+            ops::causal_attention(&flat(&q)?, &flat(&k)?, &flat(&v)?, h, hk, scale)?.reshape((b, t, h, dh))?
         };
-        let pattern = hooks.apply(HookPoint::AttnPattern(l), pattern)?;
-        let z = pattern.matmul(&v)?; // (b, h, q, d_head)
         let z = hooks.apply(HookPoint::AttnZ(l), z)?;
-        let z = z.transpose(1, 2)?.reshape((b, t, ()))?;
-        self.out_proj.forward(&z)
+        self.out_proj.forward(&z.reshape((b, t, h * dh))?)
     }
+
+    /// The composed path with `hook_attn_scores` and `hook_pattern`;
+    /// returns z `(batch, pos, head_index, d_head)`.
+    fn explicit_pattern(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, hooks: &mut Hooks) -> Result<Tensor> {
+        let l = self.layer;
+        let rep = self.cfg.n_heads / self.cfg.n_kv_heads;
+        let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (b, h, pos, d_head)
+        let (q, k, v) = (heads(q)?, repeat_kv(heads(k)?, rep)?, repeat_kv(heads(v)?, rep)?);
+        let scores = hooks.apply(HookPoint::AttnScores(l), (q.matmul(&k.t()?)? * scale)?)?; // (b, h, q, k)
+        let pattern = hooks.apply(HookPoint::AttnPattern(l), ops::causal_softmax(&scores, 1.0)?)?;
+        pattern.matmul(&v)?.transpose(1, 2)
+    }
+}
+
+/// Repeat each KV head `rep` times: `(b, hk, t, dh) -> (b, hk·rep, t, dh)`.
+fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
+    if rep == 1 {
+        return Ok(x);
+    }
+    let (b, hk, t, dh) = x.dims4()?;
+    x.unsqueeze(2)?.broadcast_as((b, hk, rep, t, dh))?.reshape((b, hk * rep, t, dh))
 }

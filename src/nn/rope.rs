@@ -34,12 +34,12 @@ impl Rope {
         })
     }
 
-    /// `x: (batch, head_index, pos, d_head) -> same`, rotating the first `rot_dims`.
+    /// `x: (batch, pos, head_index, d_head) -> same`, rotating the first `rot_dims`.
     pub fn apply(&self, x: &Tensor, offset: usize) -> Result<Tensor> {
-        let (_, _, t, d_head) = x.dims4()?;
+        let (_, t, _, d_head) = x.dims4()?;
         let r = self.rot_dims;
-        let cos = self.cos.narrow(0, offset, t)?;
-        let sin = self.sin.narrow(0, offset, t)?;
+        let cos = self.cos.narrow(0, offset, t)?.unsqueeze(1)?; // (pos, 1, rot)
+        let sin = self.sin.narrow(0, offset, t)?.unsqueeze(1)?;
         let rot = x.narrow(D::Minus1, 0, r)?;
         let x1 = rot.narrow(D::Minus1, 0, r / 2)?;
         let x2 = rot.narrow(D::Minus1, r / 2, r / 2)?;
@@ -61,13 +61,13 @@ mod tests {
     fn rope_preserves_norm_and_is_identity_at_position_zero() -> Result<()> {
         let dev = Device::Cpu;
         let rope = Rope::new(4, 10000.0, 8, &dev)?;
-        let x = Tensor::arange(0f32, 48., &dev)?.reshape((1, 1, 8, 6))?;
+        let x = Tensor::arange(0f32, 48., &dev)?.reshape((1, 8, 1, 6))?;
         let y = rope.apply(&x, 0)?;
         let n = |t: &Tensor| -> Result<Vec<f32>> { t.sqr()?.sum(D::Minus1)?.flatten_all()?.to_vec1() };
         for (a, b) in n(&x)?.iter().zip(n(&y)?) {
             assert!((a - b).abs() < 1e-3 * a.max(1.0));
         }
-        let row0: Vec<f32> = y.narrow(2, 0, 1)?.flatten_all()?.to_vec1()?;
+        let row0: Vec<f32> = y.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
         assert_eq!(row0, vec![0., 1., 2., 3., 4., 5.]);
         Ok(())
     }

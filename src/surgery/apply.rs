@@ -52,8 +52,7 @@ fn resolve(e: &Edit, w: &ModelWeights, map: &dyn MatrixMap, m: Matrix) -> Result
     }
 }
 
-/// Group members this model has (identity W_Q, a non-gated or single-matrix MLP lack some);
-/// a group with no member present is an error.
+/// Group members this model has (e.g. no q_proj with identity W_Q); none present is an error.
 fn present_members(e: &Edit, w: &ModelWeights, map: &dyn MatrixMap) -> Result<Vec<String>> {
     let members = e.target.members();
     let keys: Vec<String> = members
@@ -166,7 +165,6 @@ fn truncate_ov(
 ) -> Result<Tensor> {
     let ((d_out, a), (a2, d_in)) = (dims2(ko, wo)?, dims2(kv, wv)?);
     if a != a2 {
-        // Grouped KV heads (fewer V rows than W_O columns) would need W_V expanded per head.
         let expected =
             format!("{a} rows to chain with `{ko}` ({d_out}x{a}); grouped KV is unsupported");
         return Err(SurgeryError::BadShape {

@@ -26,3 +26,5 @@ pub use rms_norm::{rms_norm, rms_norm_reference};
 pub use softmax::{
     causal_softmax, causal_softmax_reference, softmax_last_dim, softmax_last_dim_reference,
 };
+pub mod attention;
+pub use attention::{causal_attention, causal_attention_reference};

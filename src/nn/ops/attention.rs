@@ -1,0 +1,344 @@
+//! Fused causal attention on (batch, pos, head_index, d_head) tensors, the
+//! TransformerLens layout, so no head transposes are materialised.
+//!
+//! Per (batch, head): S = Q·Kᵀ·scale (masked k > q + (s − t)), P = softmax(S),
+//! Z = P·V. Backward recomputes P (nothing is saved) and, per (batch, kv head):
+//!   dP = dZ·Vᵀ;  dV += Pᵀ·dZ  (term 1)
+//!   dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale  (softmax backward)
+//!   dQ = dS·K  (term 2);  dK += dSᵀ·Q  (term 3)
+//! Work is split over (batch, kv head) groups; each group is computed by one
+//! thread in a fixed order, so results do not depend on the thread count.
+
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, D};
+use rayon::prelude::*;
+
+/// Geometry of one call.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    batch: usize,
+    q_len: usize,
+    k_len: usize,
+    n_heads: usize,
+    n_kv_heads: usize,
+    d_head: usize,
+    scale: f32,
+}
+
+impl Geometry {
+    fn q_row(&self) -> usize {
+        self.n_heads * self.d_head
+    }
+    fn kv_row(&self) -> usize {
+        self.n_kv_heads * self.d_head
+    }
+}
+
+/// A raw pointer that tasks writing disjoint regions may share.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of (batch, head) columns.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+/// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` with element strides (row, col), single-threaded.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm(
+    m: usize, n: usize, k: usize,
+    dst: *mut f32, dst_rs: usize, dst_cs: usize, accumulate: bool,
+    lhs: *const f32, lhs_rs: usize, lhs_cs: usize,
+    rhs: *const f32, rhs_rs: usize, rhs_cs: usize,
+) {
+    // SAFETY: callers pass in-bounds pointers and strides for the given shapes.
+    unsafe {
+        gemm::gemm(
+            m, n, k,
+            dst, dst_cs as isize, dst_rs as isize, accumulate,
+            lhs, lhs_cs as isize, lhs_rs as isize,
+            rhs, rhs_cs as isize, rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 }, 1.0,
+            false, false, false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// P = causal softmax(scale · Q_bh·K_bgᵀ) into `p` (t×s, row-major).
+fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p: &mut [f32]) {
+    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
+    let qp = q[b * t * g.q_row() + h * dh..].as_ptr();
+    let kp = k[b * s * g.kv_row() + kvh * dh..].as_ptr();
+    // SAFETY: Q_bh is t×dh with row stride q_row; K_bgᵀ is dh×s with col stride kv_row.
+    unsafe { mm(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row()) };
+    let offset = s - t;
+    for (i, row) in p.chunks_exact_mut(s).enumerate() {
+        let valid = (i + offset + 1).min(s);
+        let mut max = f32::NEG_INFINITY;
+        for x in &row[..valid] {
+            max = max.max(*x * g.scale);
+        }
+        let mut sum = 0.0f32;
+        for x in &mut row[..valid] {
+            *x = (*x * g.scale - max).exp();
+            sum += *x;
+        }
+        let inv = 1.0 / sum;
+        for x in &mut row[..valid] {
+            *x *= inv;
+        }
+        row[valid..].fill(0.0);
+    }
+}
+
+fn forward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
+    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
+    let mut z = vec![0.0f32; g.batch * t * g.q_row()];
+    let zp = SyncPtr(z.as_mut_ptr());
+    let group = g.n_heads / g.n_kv_heads;
+    (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
+        || vec![0.0f32; t * s],
+        |p, task| {
+            let zp = zp;
+            let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
+            for h in kvh * group..(kvh + 1) * group {
+                pattern(g, q, k, b, h, kvh, p);
+                let vp = v[b * s * g.kv_row() + kvh * dh..].as_ptr();
+                // SAFETY: Z_bh is this task's own t×dh block (row stride q_row).
+                unsafe {
+                    let dst = zp.0.add(b * t * g.q_row() + h * dh);
+                    mm(t, dh, s, dst, g.q_row(), 1, false, p.as_ptr(), s, 1, vp, g.kv_row(), 1);
+                }
+            }
+        },
+    );
+    z
+}
+
+fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
+    let mut dq = vec![0.0f32; q.len()];
+    let mut dk = vec![0.0f32; k.len()];
+    let mut dv = vec![0.0f32; v.len()];
+    let (dqp, dkp, dvp) = (SyncPtr(dq.as_mut_ptr()), SyncPtr(dk.as_mut_ptr()), SyncPtr(dv.as_mut_ptr()));
+    let group = g.n_heads / g.n_kv_heads;
+    (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
+        || (vec![0.0f32; t * s], vec![0.0f32; t * s]),
+        |(p, dp), task| {
+            let (dqp, dkp, dvp) = (dqp, dkp, dvp);
+            let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
+            let kv_off = b * s * g.kv_row() + kvh * dh;
+            for h in kvh * group..(kvh + 1) * group {
+                let q_off = b * t * g.q_row() + h * dh;
+                pattern(g, q, k, b, h, kvh, p);
+                // SAFETY: all blocks are in bounds; dQ_bh, dK_bg, dV_bg belong to this task only.
+                unsafe {
+                    let dzp = dz.as_ptr().add(q_off);
+                    // dP = dZ·Vᵀ
+                    mm(t, s, dh, dp.as_mut_ptr(), s, 1, false, dzp, g.q_row(), 1, v.as_ptr().add(kv_off), 1, g.kv_row());
+                    // term 1: dV += Pᵀ·dZ
+                    mm(s, dh, t, dvp.0.add(kv_off), g.kv_row(), 1, true, p.as_ptr(), 1, s, dzp, g.q_row(), 1);
+                }
+                for (prow, dprow) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
+                    let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+                    for (d, &pv) in dprow.iter_mut().zip(prow) {
+                        *d = pv * (*d - dot) * g.scale;
+                    }
+                }
+                // SAFETY: as above.
+                unsafe {
+                    // term 2: dQ = dS·K
+                    mm(t, dh, s, dqp.0.add(q_off), g.q_row(), 1, false, dp.as_ptr(), s, 1, k.as_ptr().add(kv_off), g.kv_row(), 1);
+                    // term 3: dK += dSᵀ·Q
+                    mm(s, dh, t, dkp.0.add(kv_off), g.kv_row(), 1, true, dp.as_ptr(), 1, s, q.as_ptr().add(q_off), g.q_row(), 1);
+                }
+            }
+        },
+    );
+    (dq, dk, dv)
+}
+
+struct AttentionOp {
+    n_heads: usize,
+    n_kv_heads: usize,
+    scale: f32,
+}
+
+impl AttentionOp {
+    fn geometry(&self, q: &Layout, k: &Layout) -> Result<Geometry> {
+        let (batch, q_len, q_row) = q.shape().dims3()?;
+        let (_, k_len, kv_row) = k.shape().dims3()?;
+        Ok(Geometry {
+            batch,
+            q_len,
+            k_len,
+            n_heads: self.n_heads,
+            n_kv_heads: self.n_kv_heads,
+            d_head: q_row / self.n_heads,
+            scale: self.scale,
+        })
+        .and_then(|g: Geometry| {
+            if g.kv_row() != kv_row || g.k_len < g.q_len {
+                candle_core::bail!("fused attention: bad shapes q {:?} k {:?}", q.shape(), k.shape())
+            }
+            Ok(g)
+        })
+    }
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("fused attention: inputs must be contiguous"),
+    }
+}
+
+fn cpu_f32(t: &Tensor) -> Result<Vec<f32>> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(slice(cpu, layout)?.to_vec()),
+        _ => candle_core::bail!("fused attention: CPU only"),
+    }
+}
+
+impl CustomOp3 for AttentionOp {
+    fn name(&self) -> &'static str {
+        "fused-causal-attention"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry(l1, l2)?;
+        let z = forward(&g, slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+        Ok((CpuStorage::F32(z), l1.shape().clone()))
+    }
+
+    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _z: &Tensor, dz: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.geometry(q.layout(), k.layout())?;
+        let (dq, dk, dv) = backward(&g, &cpu_f32(q)?, &cpu_f32(k)?, &cpu_f32(v)?, &cpu_f32(dz)?);
+        let dev = q.device();
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            Some(Tensor::from_vec(dk, k.shape(), dev)?),
+            Some(Tensor::from_vec(dv, v.shape(), dev)?),
+        ))
+    }
+}
+
+/// Causal multi-head attention with grouped KV heads.
+/// `q: (batch, query_pos, n_heads·d_head)`, `k, v: (batch, key_pos, n_kv_heads·d_head)`
+/// `-> z: (batch, query_pos, n_heads·d_head)`; query i sees keys ≤ i + (key_pos − query_pos).
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, n_heads: usize, n_kv_heads: usize, scale: f64) -> Result<Tensor> {
+    if !q.device().is_cpu() || q.dtype() != candle_core::DType::F32 {
+        return causal_attention_reference(q, k, v, n_heads, n_kv_heads, scale);
+    }
+    let op = AttentionOp { n_heads, n_kv_heads, scale: scale as f32 };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// The composed version (test oracle and non-CPU fallback).
+pub fn causal_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, n_heads: usize, n_kv_heads: usize, scale: f64) -> Result<Tensor> {
+    let (b, t, _) = q.dims3()?;
+    let s = k.dim(1)?;
+    let heads = |x: &Tensor, n: usize, len: usize| -> Result<Tensor> { x.reshape((b, len, n, ()))?.transpose(1, 2)?.contiguous() };
+    let rep = |x: Tensor| -> Result<Tensor> {
+        let r = n_heads / n_kv_heads;
+        if r == 1 {
+            return Ok(x);
+        }
+        let (b, hk, s, dh) = x.dims4()?;
+        x.unsqueeze(2)?.broadcast_as((b, hk, r, s, dh))?.reshape((b, hk * r, s, dh))
+    };
+    let qh = heads(q, n_heads, t)?;
+    let kh = rep(heads(k, n_kv_heads, s)?)?;
+    let vh = rep(heads(v, n_kv_heads, s)?)?;
+    let scores = (qh.matmul(&kh.t()?)? * scale)?;
+    let offset = s - t;
+    let mask: Vec<f32> = (0..t).flat_map(|i| (0..s).map(move |j| if j > i + offset { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask = Tensor::from_vec(mask, (t, s), q.device())?;
+    let pattern = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
+    pattern.matmul(&vh)?.transpose(1, 2)?.reshape((b, t, ()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn inputs(b: usize, t: usize, s: usize, h: usize, hk: usize, dh: usize) -> Result<(Var, Var, Var)> {
+        let dev = Device::Cpu;
+        Ok((
+            Var::randn(0f32, 1., (b, t, h * dh), &dev)?,
+            Var::randn(0f32, 1., (b, s, hk * dh), &dev)?,
+            Var::randn(0f32, 1., (b, s, hk * dh), &dev)?,
+        ))
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
+    }
+
+    #[test]
+    fn matches_reference_forward_and_backward() -> Result<()> {
+        for &(b, t, s, h, hk, dh) in &[(2, 5, 5, 2, 2, 4), (3, 4, 6, 4, 2, 3), (1, 7, 7, 1, 1, 8)] {
+            let (q, k, v) = inputs(b, t, s, h, hk, dh)?;
+            let w = Tensor::randn(0f32, 1., (b, t, h * dh), &Device::Cpu)?;
+            let fused = causal_attention(&q, &k, &v, h, hk, 0.37)?;
+            let reference = causal_attention_reference(&q, &k, &v, h, hk, 0.37)?;
+            assert!(max_diff(&fused, &reference)? < 1e-5);
+            let gf = (fused * &w)?.sum_all()?.backward()?;
+            let gr = (reference * &w)?.sum_all()?.backward()?;
+            for x in [&q, &k, &v] {
+                let d = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap())?;
+                assert!(d < 1e-4, "gradient differs by {d} for shape {:?}", x.dims());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn finite_differences() -> Result<()> {
+        let (q, k, v) = inputs(2, 4, 4, 2, 1, 3)?;
+        let w = Tensor::randn(0f32, 1., (2, 4, 6), &Device::Cpu)?;
+        let loss = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f64> {
+            Ok((causal_attention(q, k, v, 2, 1, 0.5)? * &w)?.sum_all()?.to_scalar::<f32>()? as f64)
+        };
+        let grads = (causal_attention(&q, &k, &v, 2, 1, 0.5)? * &w)?.sum_all()?.backward()?;
+        for which in 0..3 {
+            let x = [&q, &k, &v][which];
+            let g: Vec<f32> = grads.get(x).unwrap().flatten_all()?.to_vec1()?;
+            let base: Vec<f32> = x.flatten_all()?.to_vec1()?;
+            for i in (0..base.len()).step_by(5) {
+                let eps = 1e-2f32;
+                let mut plus = base.clone();
+                plus[i] += eps;
+                let mut minus = base.clone();
+                minus[i] -= eps;
+                let at = |vals: Vec<f32>| -> Result<f64> {
+                    let t = Tensor::from_vec(vals, x.shape(), &Device::Cpu)?;
+                    match which {
+                        0 => loss(&t, &k, &v),
+                        1 => loss(&q, &t, &v),
+                        _ => loss(&q, &k, &t),
+                    }
+                };
+                let fd = (at(plus)? - at(minus)?) / (2.0 * eps as f64);
+                assert!((fd - g[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()), "input {which}[{i}]: fd {fd} vs {}", g[i]);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn same_bits_for_one_and_two_threads() -> Result<()> {
+        let (q, k, v) = inputs(4, 8, 8, 2, 2, 4)?;
+        let run = |n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(candle_core::Error::wrap)?;
+            pool.install(|| {
+                let z = causal_attention(&q, &k, &v, 2, 2, 0.5)?;
+                let g = z.sqr()?.sum_all()?.backward()?;
+                Ok((z.flatten_all()?.to_vec1()?, g.get(&k).unwrap().flatten_all()?.to_vec1()?))
+            })
+        };
+        assert_eq!(run(1)?, run(2)?);
+        Ok(())
+    }
+}
