@@ -1,0 +1,20 @@
+//! Reports: SVG charts drawn with `plotters` (line, bar, heatmap, singular
+//! value spectrum) and a self-contained HTML report that inlines them.
+//!
+//! The last stage of `data → models → train → surgery/interp → report`; it
+//! may import nothing from the rest of the crate, so callers hand it plain
+//! numbers and strings.
+
+mod axis;
+pub mod error;
+pub mod heatmap;
+pub mod html;
+pub mod plot;
+
+pub use error::ReportError;
+pub use heatmap::heatmap;
+pub use html::{Cell, ClaimRow, Report};
+pub use plot::{
+    bar_chart, line_chart, spectrum_chart, BarGroup, ChartSpec, Series,
+    SeriesStyle,
+};
