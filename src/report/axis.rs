@@ -20,7 +20,10 @@ pub(crate) struct Axis {
 
 /// Builds an axis over `range` (plot space) with ticks at `ticks`.
 pub(crate) fn axis(range: (f64, f64), ticks: Vec<f64>) -> Axis {
-    Axis { range: range.0..range.1, ticks }
+    Axis {
+        range: range.0..range.1,
+        ticks,
+    }
 }
 
 impl Ranged for Axis {
@@ -29,7 +32,11 @@ impl Ranged for Axis {
 
     fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
         let span = self.range.end - self.range.start;
-        let frac = if span == 0.0 { 0.5 } else { (v - self.range.start) / span };
+        let frac = if span == 0.0 {
+            0.5
+        } else {
+            (v - self.range.start) / span
+        };
         let pixels = (limit.1 - limit.0) as f64 * frac.clamp(-10.0, 10.0);
         limit.0 + (pixels + 1e-3).floor() as i32
     }
@@ -75,7 +82,11 @@ pub(crate) fn viridis(t: f64) -> RGBColor {
         (94.0, 201.0, 98.0),
         (253.0, 231.0, 37.0),
     ];
-    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
     let pos = t * (ANCHORS.len() - 1) as f64;
     let i = (pos.floor() as usize).min(ANCHORS.len() - 2);
     let f = pos - i as f64;
@@ -117,7 +128,11 @@ impl Scale {
 
     /// Tick positions (plot space) for the plot-space range `[lo, hi]`.
     pub fn ticks(self, lo: f64, hi: f64) -> Vec<f64> {
-        if self.log { log_ticks(lo, hi) } else { nice_ticks(lo, hi, 6) }
+        if self.log {
+            log_ticks(lo, hi)
+        } else {
+            nice_ticks(lo, hi, 6)
+        }
     }
 }
 
@@ -193,7 +208,11 @@ pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
 /// outside [1e-3, 1e5), no trailing zeros.
 pub(crate) fn format_num(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
-        return if v.is_finite() { "0".into() } else { v.to_string() };
+        return if v.is_finite() {
+            "0".into()
+        } else {
+            v.to_string()
+        };
     }
     let a = v.abs();
     if !(1e-3..1e5).contains(&a) {

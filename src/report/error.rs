@@ -48,7 +48,10 @@ pub enum ReportError {
 impl ReportError {
     /// Wraps any displayable plotting error with the chart title.
     pub(crate) fn plot(title: &str, err: impl std::fmt::Display) -> Self {
-        ReportError::Plot { title: title.to_string(), message: err.to_string() }
+        ReportError::Plot {
+            title: title.to_string(),
+            message: err.to_string(),
+        }
     }
 
     /// An `InvalidInput` error about the chart titled `title`.

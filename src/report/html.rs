@@ -5,9 +5,9 @@
 //! crate.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use super::files::{unique_slugs, write_atomic};
 use super::ReportError;
 
 /// Inline stylesheet; cell classes `pass`, `fail`, `warn`, `num`.
@@ -39,7 +39,10 @@ pub struct Cell {
 impl Cell {
     /// A cell with a class, e.g. `Cell::with_class("0.93", "num")`.
     pub fn with_class(text: impl Into<String>, class: &'static str) -> Self {
-        Cell { text: text.into(), class: Some(class) }
+        Cell {
+            text: text.into(),
+            class: Some(class),
+        }
     }
 
     /// `PASS` in green or `FAIL` in red.
@@ -60,7 +63,10 @@ impl From<String> for Cell {
 
 impl From<&str> for Cell {
     fn from(text: &str) -> Self {
-        Cell { text: text.into(), class: None }
+        Cell {
+            text: text.into(),
+            class: None,
+        }
     }
 }
 
@@ -80,8 +86,14 @@ enum Block {
     Heading(String),
     Paragraph(String),
     Pre(String),
-    Table { headers: Vec<String>, rows: Vec<Vec<Cell>> },
-    Figure { caption: String, svg: String },
+    Table {
+        headers: Vec<String>,
+        rows: Vec<Vec<Cell>>,
+    },
+    Figure {
+        caption: String,
+        svg: String,
+    },
 }
 
 /// An HTML report, built block by block and rendered by [`Report::to_html`].
@@ -94,7 +106,10 @@ pub struct Report {
 impl Report {
     /// An empty report; `title` becomes `<title>` and the `<h1>`.
     pub fn new(title: impl Into<String>) -> Self {
-        Report { title: title.into(), blocks: Vec::new() }
+        Report {
+            title: title.into(),
+            blocks: Vec::new(),
+        }
     }
 
     /// Appends an `<h2>` section heading.
@@ -118,7 +133,10 @@ impl Report {
     /// Appends a table; cells are `String`, `&str` or [`Cell`] (with class).
     pub fn table<C: Into<Cell>>(&mut self, headers: &[&str], rows: Vec<Vec<C>>) -> &mut Self {
         let headers = headers.iter().map(|h| h.to_string()).collect();
-        let rows = rows.into_iter().map(|r| r.into_iter().map(Into::into).collect()).collect();
+        let rows = rows
+            .into_iter()
+            .map(|r| r.into_iter().map(Into::into).collect())
+            .collect();
         self.blocks.push(Block::Table { headers, rows });
         self
     }
@@ -127,7 +145,13 @@ impl Report {
     pub fn claims_table(&mut self, claims: &[ClaimRow]) -> &mut Self {
         let rows = claims
             .iter()
-            .map(|c| vec![Cell::from(c.claim.as_str()), Cell::verdict(c.passed), Cell::from(c.detail.as_str())])
+            .map(|c| {
+                vec![
+                    Cell::from(c.claim.as_str()),
+                    Cell::verdict(c.passed),
+                    Cell::from(c.detail.as_str()),
+                ]
+            })
             .collect();
         self.table(&["Claim", "Result", "Measured"], rows)
     }
@@ -135,7 +159,10 @@ impl Report {
     /// Appends a figure: `svg` (a document from `report::plot`) is inlined
     /// and `write` also saves it as `{slug of caption}.svg`.
     pub fn figure(&mut self, caption: impl Into<String>, svg: String) -> &mut Self {
-        self.blocks.push(Block::Figure { caption: caption.into(), svg });
+        self.blocks.push(Block::Figure {
+            caption: caption.into(),
+            svg,
+        });
         self
     }
 
@@ -177,7 +204,10 @@ impl Report {
                 message: format!("file name `{name}` must be non-empty, not start with '.', and have no path separators"),
             });
         }
-        fs::create_dir_all(dir).map_err(|source| ReportError::Io { path: dir.to_path_buf(), source })?;
+        fs::create_dir_all(dir).map_err(|source| ReportError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let html = dir.join(format!("{name}.html"));
         write_atomic(&html, self.to_html().as_bytes())?;
         let mut written = vec![html];
@@ -204,7 +234,13 @@ fn table_html(headers: &[String], rows: &[Vec<Cell>]) -> String {
         out += "<tr>";
         for cell in row {
             match cell.class {
-                Some(class) => out += &format!("<td class=\"{}\">{}</td>", escape(class), escape(&cell.text)),
+                Some(class) => {
+                    out += &format!(
+                        "<td class=\"{}\">{}</td>",
+                        escape(class),
+                        escape(&cell.text)
+                    )
+                }
                 None => out += &format!("<td>{}</td>", escape(&cell.text)),
             }
         }
@@ -230,59 +266,21 @@ pub fn escape(text: &str) -> String {
 }
 
 fn strip_xml_prolog(svg: &str) -> &str {
-    match svg.strip_prefix("<?xml").and_then(|rest| rest.split_once("?>")) {
+    match svg
+        .strip_prefix("<?xml")
+        .and_then(|rest| rest.split_once("?>"))
+    {
         Some((_, rest)) => rest.trim_start(),
         None => svg,
     }
 }
 
-/// `"Loss vs step (d=64)"` → `"loss-vs-step-d-64"`; empty → `"figure"`.
-pub fn slug(caption: &str) -> String {
-    let mut out = String::new();
-    for c in caption.chars().flat_map(char::to_lowercase) {
-        if c.is_ascii_alphanumeric() {
-            out.push(c);
-        } else if !out.is_empty() && !out.ends_with('-') {
-            out.push('-');
-        }
-    }
-    let out: String = out.trim_end_matches('-').chars().take(60).collect();
-    let out = out.trim_end_matches('-');
-    if out.is_empty() { "figure".into() } else { out.into() }
-}
-
-/// Unique slugs for the figures, in order: repeats get `-2`, `-3`, ...
+/// Unique slugs for the figures' captions, in document order.
 fn figure_slugs(blocks: &[Block]) -> Vec<String> {
-    let mut seen: Vec<String> = Vec::new();
-    for block in blocks {
-        if let Block::Figure { caption, .. } = block {
-            let base = slug(caption);
-            let mut candidate = base.clone();
-            let mut k = 2;
-            while seen.contains(&candidate) {
-                candidate = format!("{base}-{k}");
-                k += 1;
-            }
-            seen.push(candidate);
-        }
-    }
-    seen
-}
-
-/// Writes `bytes` to a temp file next to `path`, syncs it and renames it
-/// over `path`, so readers see the old file or the new one, never a part.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let io_err = |p: &Path, source| ReportError::Io { path: p.to_path_buf(), source };
-    let result = fs::File::create(&tmp)
-        .and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()))
-        .map_err(|e| io_err(&tmp, e))
-        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path, e)));
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    unique_slugs(blocks.iter().filter_map(|b| match b {
+        Block::Figure { caption, .. } => Some(caption.as_str()),
+        _ => None,
+    }))
 }
 
 #[cfg(test)]
@@ -297,8 +295,16 @@ mod tests {
             .paragraph("<script>alert('x')</script> & more")
             .table(&["variant", "acc"], vec![vec!["base", "0.91"]])
             .claims_table(&[
-                ClaimRow { claim: "noise drops".into(), passed: true, detail: "0.6 → 0.1".into() },
-                ClaimRow { claim: "answer rises".into(), passed: false, detail: "0.2 → 0.2".into() },
+                ClaimRow {
+                    claim: "noise drops".into(),
+                    passed: true,
+                    detail: "0.6 → 0.1".into(),
+                },
+                ClaimRow {
+                    claim: "answer rises".into(),
+                    passed: false,
+                    detail: "0.2 → 0.2".into(),
+                },
             ])
             .figure("Loss vs step", SVG.into())
             .figure("Loss vs step", SVG.into())
@@ -325,10 +331,11 @@ mod tests {
     }
 
     #[test]
-    fn slugs_are_clean_and_unique() {
-        assert_eq!(slug("Loss vs step (d=64)"), "loss-vs-step-d-64");
-        assert_eq!(slug("  ---  "), "figure");
-        assert_eq!(figure_slugs(&sample().blocks), ["loss-vs-step", "loss-vs-step-2"]);
+    fn figure_slugs_follow_captions() {
+        assert_eq!(
+            figure_slugs(&sample().blocks),
+            ["loss-vs-step", "loss-vs-step-2"]
+        );
     }
 
     #[test]
@@ -336,16 +343,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("nested");
         let paths = sample().write(&out, "report").unwrap();
-        let names: Vec<String> =
-            paths.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
-        assert_eq!(names, ["report.html", "loss-vs-step.svg", "loss-vs-step-2.svg"]);
+        let names: Vec<String> = paths
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["report.html", "loss-vs-step.svg", "loss-vs-step-2.svg"]
+        );
         assert_eq!(fs::read_to_string(&paths[1]).unwrap(), SVG);
         let mut listed: Vec<String> = fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         listed.sort();
-        assert_eq!(listed, ["loss-vs-step-2.svg", "loss-vs-step.svg", "report.html"]);
+        assert_eq!(
+            listed,
+            ["loss-vs-step-2.svg", "loss-vs-step.svg", "report.html"]
+        );
         // Rewriting replaces in place.
         sample().write(&out, "report").unwrap();
         assert_eq!(fs::read_dir(&out).unwrap().count(), 3);
@@ -354,7 +369,10 @@ mod tests {
     #[test]
     fn write_rejects_path_like_names_and_reports_io_path() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(sample().write(dir.path(), "../x"), Err(ReportError::InvalidInput { .. })));
+        assert!(matches!(
+            sample().write(dir.path(), "../x"),
+            Err(ReportError::InvalidInput { .. })
+        ));
         let file = dir.path().join("not-a-dir");
         fs::write(&file, "").unwrap();
         let err = sample().write(&file, "r").unwrap_err();

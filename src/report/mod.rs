@@ -6,15 +6,15 @@
 //! numbers and strings.
 
 mod axis;
+pub mod bar;
 pub mod error;
+pub mod files;
 pub mod heatmap;
 pub mod html;
 pub mod plot;
 
+pub use bar::{bar_chart, BarGroup};
 pub use error::ReportError;
 pub use heatmap::heatmap;
 pub use html::{Cell, ClaimRow, Report};
-pub use plot::{
-    bar_chart, line_chart, spectrum_chart, BarGroup, ChartSpec, Series,
-    SeriesStyle,
-};
+pub use plot::{line_chart, spectrum_chart, ChartSpec, Series, SeriesStyle};

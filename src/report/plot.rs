@@ -1,4 +1,5 @@
-//! Line, bar and singular-value spectrum charts, each rendered to a
+//! Line and singular-value spectrum charts (plus the rendering helpers
+//! shared with `bar` and `heatmap`), each rendered to a
 //! standalone SVG document string with `plotters`. May import nothing from
 //! the rest of the crate.
 //!
@@ -10,9 +11,8 @@ use std::error::Error;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::axis::{axis, font, format_num, padded_range, series_colour, Scale};
+use super::axis::{axis, font, padded_range, series_colour, Scale};
 use super::ReportError;
 
 /// Size, titles and axis options shared by every chart.
@@ -89,7 +89,11 @@ pub struct Series {
 impl Series {
     /// A series with the default style.
     pub fn new(name: &str, points: Vec<(f64, f64)>) -> Self {
-        Series { name: name.into(), points, style: None }
+        Series {
+            name: name.into(),
+            points,
+            style: None,
+        }
     }
 
     /// `values[i]` plotted at `x = i` (e.g. a singular-value spectrum).
@@ -103,15 +107,6 @@ impl Series {
         self.style = Some(style);
         self
     }
-}
-
-/// One bar per category, e.g. P(answer) for every truncation variant.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BarGroup {
-    /// Legend entry.
-    pub name: String,
-    /// One value per category label; NaN/inf values draw no bar.
-    pub values: Vec<f64>,
 }
 
 type Root<'a> = DrawingArea<SVGBackend<'a>, Shift>;
@@ -129,14 +124,17 @@ pub(crate) fn render_svg(
         root.fill(&WHITE)
             .map_err(|e| ReportError::plot(&spec.title, e))?;
         draw(&root).map_err(|e| ReportError::plot(&spec.title, e))?;
-        root.present().map_err(|e| ReportError::plot(&spec.title, e))?;
+        root.present()
+            .map_err(|e| ReportError::plot(&spec.title, e))?;
     }
     Ok(svg)
 }
 
 /// The fixed y range in plot space, checked.
-fn y_range_plot(spec: &ChartSpec, y: Scale) -> Result<Option<(f64, f64)>, ReportError> {
-    let Some((lo, hi)) = spec.y_range else { return Ok(None) };
+pub(crate) fn y_range_plot(spec: &ChartSpec, y: Scale) -> Result<Option<(f64, f64)>, ReportError> {
+    let Some((lo, hi)) = spec.y_range else {
+        return Ok(None);
+    };
     match (y.to_plot(lo), y.to_plot(hi)) {
         (Some(a), Some(b)) if a < b => Ok(Some((a, b))),
         _ => Err(ReportError::chart_input(
@@ -147,7 +145,7 @@ fn y_range_plot(spec: &ChartSpec, y: Scale) -> Result<Option<(f64, f64)>, Report
 }
 
 /// The legend corner with the fewest points near it (fractions of range).
-fn legend_corner(fracs: impl Iterator<Item = (f64, f64)>) -> SeriesLabelPosition {
+pub(crate) fn legend_corner(fracs: impl Iterator<Item = (f64, f64)>) -> SeriesLabelPosition {
     let mut counts = [0usize; 4]; // UR, UL, LR, LL
     for (fx, fy) in fracs {
         let (right, left) = (fx > 0.6, fx < 0.4);
@@ -166,7 +164,7 @@ fn legend_corner(fracs: impl Iterator<Item = (f64, f64)>) -> SeriesLabelPosition
     }
 }
 
-fn frac(v: f64, (lo, hi): (f64, f64)) -> f64 {
+pub(crate) fn frac(v: f64, (lo, hi): (f64, f64)) -> f64 {
     (v - lo) / (hi - lo)
 }
 
@@ -187,11 +185,16 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series]) -> Result<String, ReportE
         .collect();
     let finite: Vec<(f64, f64)> = mapped.iter().flatten().flatten().copied().collect();
     if finite.is_empty() {
-        return Err(ReportError::NoData { title: spec.title.clone() });
+        return Err(ReportError::NoData {
+            title: spec.title.clone(),
+        });
     }
     let extent = |f: fn(&(f64, f64)) -> f64| {
         let it = finite.iter().map(f);
-        (it.clone().fold(f64::INFINITY, f64::min), it.fold(f64::NEG_INFINITY, f64::max))
+        (
+            it.clone().fold(f64::INFINITY, f64::min),
+            it.fold(f64::NEG_INFINITY, f64::max),
+        )
     };
     let (x_lo, x_hi) = extent(|p| p.0);
     let (y_lo, y_hi) = extent(|p| p.1);
@@ -221,7 +224,9 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series]) -> Result<String, ReportE
             .draw()?;
         for (i, (s, pts)) in series.iter().zip(&mapped).enumerate() {
             let style = s.style.clone().unwrap_or_default();
-            let colour = style.colour.map_or(series_colour(i), |(r, g, b)| RGBColor(r, g, b));
+            let colour = style
+                .colour
+                .map_or(series_colour(i), |(r, g, b)| RGBColor(r, g, b));
             let line = colour.stroke_width(2);
             let n_finite = pts.iter().flatten().count();
             let markers = style.markers.unwrap_or(n_finite < 30);
@@ -249,7 +254,7 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series]) -> Result<String, ReportE
     })
 }
 
-fn draw_legend<'a>(
+pub(crate) fn draw_legend<'a>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<super::axis::Axis, super::axis::Axis>>,
     corner: SeriesLabelPosition,
 ) -> DrawResult {
@@ -277,106 +282,23 @@ pub fn spectrum_chart(spec: &ChartSpec, spectra: &[Series]) -> Result<String, Re
     line_chart(&spec, spectra)
 }
 
-/// Grouped bars: one cluster per label, one coloured bar per group, value
-/// printed above each bar when there are at most 40 bars. Bars start at 0,
-/// so log axes are rejected with `InvalidInput`.
-pub fn bar_chart(
-    spec: &ChartSpec,
-    labels: &[String],
-    groups: &[BarGroup],
-) -> Result<String, ReportError> {
-    if spec.log_x || spec.log_y {
-        return Err(ReportError::chart_input(&spec.title, "bar charts have no log axes"));
-    }
-    for g in groups {
-        if g.values.len() != labels.len() {
-            let msg = format!(
-                "group `{}` has {} values, expected one per label ({})",
-                g.name,
-                g.values.len(),
-                labels.len()
-            );
-            return Err(ReportError::chart_input(&spec.title, msg));
-        }
-    }
-    let values = || groups.iter().flat_map(|g| &g.values).filter(|v| v.is_finite());
-    if values().next().is_none() {
-        return Err(ReportError::NoData { title: spec.title.clone() });
-    }
-    let lo = values().fold(0.0f64, |a, v| a.min(*v));
-    let hi = values().fold(0.0f64, |a, v| a.max(*v));
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let pad_lo = if lo < 0.0 { 0.1 * span } else { 0.0 };
-    let yr = y_range_plot(spec, Scale { log: false })?
-        .unwrap_or((lo - pad_lo, hi + 0.12 * span));
-    let n = labels.len();
-    let xr = (0.0, n as f64);
-    let x_ticks = (0..n).map(|i| i as f64 + 0.5).collect();
-    let width = 0.8 / groups.len() as f64;
-    let bars: Vec<(usize, f64, f64)> = groups
-        .iter()
-        .enumerate()
-        .flat_map(|(j, g)| g.values.iter().enumerate().map(move |(i, v)| (j, i as f64, *v)))
-        .filter(|(_, _, v)| v.is_finite())
-        .map(|(j, i, v)| (j, i + 0.1 + j as f64 * width, v.clamp(yr.0, yr.1)))
-        .collect();
-    let tops = bars.iter().map(|(_, x, v)| (frac(*x, xr), frac(*v, yr)));
-    let corner = legend_corner(tops);
-
-    render_svg(spec, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(&spec.title, font(20))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(axis(xr, x_ticks), axis(yr, Scale { log: false }.ticks(yr.0, yr.1)))?;
-        let label_of = |v: &f64| {
-            let i = (v - 0.5).round();
-            labels.get(i as usize).filter(|_| i >= 0.0).cloned().unwrap_or_default()
-        };
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_desc(spec.x_label.as_str())
-            .y_desc(spec.y_label.as_str())
-            .x_label_formatter(&label_of)
-            .y_label_formatter(&|v| format_num(*v))
-            .label_style(font(12))
-            .axis_desc_style(font(14))
-            .bold_line_style(BLACK.mix(0.12))
-            .draw()?;
-        let base = 0.0f64.clamp(yr.0, yr.1);
-        for (j, g) in groups.iter().enumerate() {
-            let colour = series_colour(j);
-            let rects = bars.iter().filter(|b| b.0 == j).map(|&(_, x, v)| {
-                Rectangle::new([(x, base), (x + width, v)], colour.filled())
-            });
-            chart
-                .draw_series(rects)?
-                .label(g.name.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x - 6, y - 5), (x + 6, y + 5)], colour.filled()));
-        }
-        if bars.len() <= 40 {
-            let style = font(11).pos(Pos::new(HPos::Center, VPos::Bottom));
-            let texts = bars.iter().map(|&(_, x, v)| {
-                Text::new(format_num(v), (x + width / 2.0, v), style.clone())
-            });
-            chart.draw_series(texts)?;
-        }
-        draw_legend(&mut chart, corner)
-    })
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The checks every chart document must pass.
     pub(crate) fn assert_svg_doc(svg: &str, must_contain: &[&str]) {
-        assert!(svg.starts_with("<svg"), "starts with: {:?}", &svg[..svg.len().min(40)]);
+        assert!(
+            svg.starts_with("<svg"),
+            "starts with: {:?}",
+            &svg[..svg.len().min(40)]
+        );
         assert!(svg.trim_end().ends_with("</svg>"));
         assert_eq!(svg.matches("<svg").count(), svg.matches("</svg>").count());
-        assert!(!svg.contains("NaN") && !svg.contains("inf\""), "non-finite coordinate");
+        assert!(
+            !svg.contains("NaN") && !svg.contains("inf\""),
+            "non-finite coordinate"
+        );
         for s in must_contain {
             assert!(svg.contains(s), "missing {s:?}");
         }
@@ -388,7 +310,12 @@ mod tests {
 
     #[test]
     fn line_chart_has_title_and_series_names() {
-        let a = Series::new("train", (0..50).map(|i| (i as f64, 1.0 / (1.0 + i as f64))).collect());
+        let a = Series::new(
+            "train",
+            (0..50)
+                .map(|i| (i as f64, 1.0 / (1.0 + i as f64)))
+                .collect(),
+        );
         let b = Series::new("eval", vec![(0.0, 1.0), (25.0, 0.3), (49.0, 0.1)]);
         let svg = line_chart(&spec("Loss curves"), &[a, b]).unwrap();
         assert_svg_doc(&svg, &["Loss curves", "train", "eval", "step", "loss"]);
@@ -397,7 +324,13 @@ mod tests {
 
     #[test]
     fn nan_and_inf_points_are_skipped() {
-        let pts = vec![(0.0, 1.0), (1.0, f64::NAN), (2.0, f64::INFINITY), (f64::NAN, 2.0), (3.0, 2.0)];
+        let pts = vec![
+            (0.0, 1.0),
+            (1.0, f64::NAN),
+            (2.0, f64::INFINITY),
+            (f64::NAN, 2.0),
+            (3.0, 2.0),
+        ];
         let svg = line_chart(&spec("gaps"), &[Series::new("s", pts)]).unwrap();
         assert_svg_doc(&svg, &["gaps"]);
     }
@@ -418,7 +351,10 @@ mod tests {
         assert!(matches!(err, ReportError::NoData { .. }));
         assert!(err.to_string().contains("empty"));
         let all_nan = Series::new("nan", vec![(f64::NAN, 1.0)]);
-        assert!(matches!(line_chart(&spec("x"), &[all_nan]), Err(ReportError::NoData { .. })));
+        assert!(matches!(
+            line_chart(&spec("x"), &[all_nan]),
+            Err(ReportError::NoData { .. })
+        ));
     }
 
     #[test]
@@ -428,35 +364,36 @@ mod tests {
         sp.log_y = true;
         assert_svg_doc(&line_chart(&sp, &[s.clone()]).unwrap(), &["log"]);
         sp.y_range = Some((0.0, 1.0));
-        assert!(matches!(line_chart(&sp, &[s]), Err(ReportError::InvalidInput { .. })));
+        assert!(matches!(
+            line_chart(&sp, &[s]),
+            Err(ReportError::InvalidInput { .. })
+        ));
     }
 
     #[test]
     fn title_is_xml_escaped() {
-        let svg = line_chart(&spec("a < b & c"), &[Series::from_values("<s>", &[1.0, 2.0])]).unwrap();
+        let svg = line_chart(
+            &spec("a < b & c"),
+            &[Series::from_values("<s>", &[1.0, 2.0])],
+        )
+        .unwrap();
         assert_svg_doc(&svg, &["a &lt; b &amp; c", "&lt;s&gt;"]);
     }
 
     #[test]
     fn spectrum_chart_is_log_y() {
         let sv: Vec<f64> = (0..64).map(|i| 10f64.powf(-(i as f64) / 16.0)).collect();
-        let svg = spectrum_chart(&ChartSpec { title: "W_in spectrum".into(), ..Default::default() }, &[Series::from_values("layer 0", &sv)]).unwrap();
-        assert_svg_doc(&svg, &["W_in spectrum", "layer 0", "singular value", "0.001"]);
-    }
-
-    #[test]
-    fn bar_chart_groups_and_checks_lengths() {
-        let labels: Vec<String> = ["base", "rank 10%", "rank 1%"].map(String::from).to_vec();
-        let groups = vec![
-            BarGroup { name: "P(noise)".into(), values: vec![0.6, 0.3, f64::NAN] },
-            BarGroup { name: "P(answer)".into(), values: vec![0.2, 0.5, 0.7] },
-        ];
-        let svg = bar_chart(&spec("truncation"), &labels, &groups).unwrap();
-        assert_svg_doc(&svg, &["truncation", "P(noise)", "P(answer)", "rank 10%", "0.7"]);
-        assert_eq!(svg.matches("<rect").count() >= 5, true);
-        let bad = vec![BarGroup { name: "short".into(), values: vec![1.0] }];
-        let err = bar_chart(&spec("t"), &labels, &bad).unwrap_err();
-        assert!(err.to_string().contains("short"), "{err}");
-        assert!(matches!(bar_chart(&spec("t"), &labels, &[]), Err(ReportError::NoData { .. })));
+        let svg = spectrum_chart(
+            &ChartSpec {
+                title: "W_in spectrum".into(),
+                ..Default::default()
+            },
+            &[Series::from_values("layer 0", &sv)],
+        )
+        .unwrap();
+        assert_svg_doc(
+            &svg,
+            &["W_in spectrum", "layer 0", "singular value", "0.001"],
+        );
     }
 }

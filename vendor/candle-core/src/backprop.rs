@@ -728,7 +728,9 @@ impl GradStore {
                 entry.insert(sum);
             }
             Entry::Vacant(entry) => {
-                entry.insert(grad.clone());
+                // Strided views (transposes, broadcasts) are materialised, as the
+                // upstream `zeros + grad` did, so later ops see contiguous gradients.
+                entry.insert(grad.contiguous()?);
             }
         }
         Ok(())
