@@ -9,6 +9,7 @@ pub mod data;
 pub mod interp;
 pub mod models;
 pub mod nn;
+pub mod report;
 pub mod surgery;
 pub mod train;
 pub mod util;

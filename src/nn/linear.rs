@@ -42,12 +42,8 @@ impl Linear {
         let dims = x.dims();
         let d_in = dims[dims.len() - 1];
         let rows = x.elem_count() / d_in;
-        // One 2-D GEMM over all rows; the transposed weight is a strided view.
-        let y = x.reshape((rows, d_in))?.matmul(&self.weight.t()?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
+        // One fused GEMM over all rows (bias folded in, gradients in place).
+        let y = super::ops::linear(&x.reshape((rows, d_in))?, &self.weight, self.bias.as_ref())?;
         let mut out_dims = dims.to_vec();
         *out_dims.last_mut().expect("non-empty dims") = self.weight.dim(0)?;
         y.reshape(out_dims)

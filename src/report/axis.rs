@@ -1,6 +1,7 @@
 //! Axis and colour helpers shared by the charts: log/linear value mapping,
 //! padded ranges, tick placement, number labels, the series palette and the
-//! heatmap colour scale. May import nothing from the rest of the crate.
+//! heatmap colour scale, and legend placement. May import nothing from the
+//! rest of the crate.
 //!
 //! Every axis is a linear `f64` axis with explicit ticks; a log axis
 //! plots `log10(v)` and labels tick `t` as `10^t`, so all charts share one
@@ -95,6 +96,31 @@ pub(crate) fn viridis(t: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// The legend corner with the fewest points near it (fractions of range).
+pub(crate) fn legend_corner(fracs: impl Iterator<Item = (f64, f64)>) -> SeriesLabelPosition {
+    let mut counts = [0usize; 4]; // UR, UL, LR, LL
+    for (fx, fy) in fracs {
+        let (right, left) = (fx > 0.6, fx < 0.4);
+        let (up, down) = (fy > 0.6, fy < 0.4);
+        counts[0] += (right && up) as usize;
+        counts[1] += (left && up) as usize;
+        counts[2] += (right && down) as usize;
+        counts[3] += (left && down) as usize;
+    }
+    let best = (0..4).min_by_key(|i| counts[*i]).expect("four corners");
+    match best {
+        0 => SeriesLabelPosition::UpperRight,
+        1 => SeriesLabelPosition::UpperLeft,
+        2 => SeriesLabelPosition::LowerRight,
+        _ => SeriesLabelPosition::LowerLeft,
+    }
+}
+
+/// Position of `v` within `(lo, hi)` as a fraction.
+pub(crate) fn frac(v: f64, (lo, hi): (f64, f64)) -> f64 {
+    (v - lo) / (hi - lo)
+}
+
 /// Text style for chart labels (the SVG backend only names the family).
 pub(crate) fn font(size: u32) -> TextStyle<'static> {
     ("sans-serif", size).into_font().into()
@@ -155,7 +181,7 @@ pub(crate) fn padded_range(lo: f64, hi: f64, log: bool) -> (f64, f64) {
 /// Ticks at multiples of 1, 2 or 5 × 10^k, about `target` of them.
 pub(crate) fn nice_ticks(lo: f64, hi: f64, target: usize) -> Vec<f64> {
     let span = hi - lo;
-    if !(span > 0.0) || !span.is_finite() {
+    if span.is_nan() || span <= 0.0 || span.is_infinite() {
         return vec![lo];
     }
     let raw = span / target.max(1) as f64;
@@ -266,6 +292,15 @@ mod tests {
         let (lo, hi) = padded_range(3.0, 3.0, false);
         assert!(lo < 3.0 && hi > 3.0);
         assert_eq!(padded_range(1.0, 1.0, true), (0.5, 1.5));
+    }
+
+    #[test]
+    fn legend_avoids_crowded_corner() {
+        let rising = (0..10).map(|i| (i as f64 / 9.0, i as f64 / 9.0));
+        assert!(matches!(
+            legend_corner(rising),
+            SeriesLabelPosition::UpperLeft
+        ));
     }
 
     #[test]

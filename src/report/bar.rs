@@ -5,8 +5,8 @@
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::axis::{axis, font, format_num, series_colour, Scale};
-use super::plot::{draw_legend, frac, legend_corner, render_svg, y_range_plot, ChartSpec};
+use super::axis::{axis, font, format_num, frac, legend_corner, series_colour, Scale};
+use super::plot::{draw_legend, render_svg, y_range_plot, ChartSpec};
 use super::ReportError;
 
 /// One bar per category, e.g. P(answer) for every truncation variant.

@@ -108,10 +108,11 @@ pub fn heatmap(
             .draw()?;
         let cells = matrix.iter().enumerate().flat_map(|(r, row)| {
             let top = (rows - r) as f64;
-            row.iter().enumerate().map(move |(c, v)| {
-                let c = c as f64;
-                Rectangle::new([(c, top), (c + 1.0, top - 1.0)], colour(*v).filled())
-            })
+            colour_runs(row.iter().map(|v| colour(*v)))
+                .into_iter()
+                .map(move |(c0, c1, rgb)| {
+                    Rectangle::new([(c0 as f64, top), (c1 as f64, top - 1.0)], rgb.filled())
+                })
         });
         chart.draw_series(cells)?;
 
@@ -146,6 +147,19 @@ pub fn heatmap(
     })
 }
 
+/// Runs of equal colour in one row as `(first col, end col, colour)`: one
+/// `<rect>` per run keeps causal patterns (zero above the diagonal) small.
+fn colour_runs(colours: impl Iterator<Item = RGBColor>) -> Vec<(usize, usize, RGBColor)> {
+    let mut runs: Vec<(usize, usize, RGBColor)> = Vec::new();
+    for (c, rgb) in colours.enumerate() {
+        match runs.last_mut() {
+            Some(run) if run.2 == rgb => run.1 = c + 1,
+            _ => runs.push((c, c + 1, rgb)),
+        }
+    }
+    runs
+}
+
 /// Cell-centre ticks, thinned to at most `MAX_LABELS`.
 fn centre_ticks(n: usize) -> Vec<f64> {
     let stride = n.div_ceil(MAX_LABELS).max(1);
@@ -178,12 +192,27 @@ mod tests {
     #[test]
     fn heatmap_draws_one_rect_per_cell() {
         let spec = ChartSpec::new("L0H1 pattern", "key", "query");
-        let svg = heatmap(&spec, &causal(64), &[], &[], Some((0.0, 1.0))).unwrap();
+        let checker: Vec<Vec<f64>> = (0..64)
+            .map(|r| (0..64).map(|c| ((r + c) % 2) as f64).collect())
+            .collect();
+        let svg = heatmap(&spec, &checker, &[], &[], Some((0.0, 1.0))).unwrap();
         assert_svg_doc(&svg, &["L0H1 pattern", "query", "key"]);
         // 64×64 cells + 64 colour-bar bands (+ backgrounds).
         assert!(svg.matches("<rect").count() >= 64 * 64 + 64);
         assert!(svg.contains("\n60\n"), "thinned index labels");
         assert!(!svg.contains("\n61\n"));
+    }
+
+    #[test]
+    fn equal_neighbours_share_one_rect() {
+        let runs = colour_runs([WHITE, WHITE, BLACK, WHITE].into_iter());
+        assert_eq!(runs, [(0, 2, WHITE), (2, 3, BLACK), (3, 4, WHITE)]);
+        let spec = ChartSpec::new("causal", "", "");
+        let svg = heatmap(&spec, &causal(64), &[], &[], None).unwrap();
+        assert!(
+            svg.matches("<rect").count() < 64 * 40,
+            "upper triangle merged"
+        );
     }
 
     #[test]

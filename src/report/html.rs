@@ -201,7 +201,10 @@ impl Report {
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(ReportError::InvalidInput {
                 what: format!("report `{}`", self.title),
-                message: format!("file name `{name}` must be non-empty, not start with '.', and have no path separators"),
+                message: format!(
+                    "file name `{name}` must be non-empty, not start with '.' \
+                     and contain no path separator"
+                ),
             });
         }
         fs::create_dir_all(dir).map_err(|source| ReportError::Io {

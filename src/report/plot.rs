@@ -12,7 +12,7 @@ use std::error::Error;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::axis::{axis, font, padded_range, series_colour, Scale};
+use super::axis::{axis, font, frac, legend_corner, padded_range, series_colour, Scale};
 use super::ReportError;
 
 /// Size, titles and axis options shared by every chart.
@@ -144,32 +144,9 @@ pub(crate) fn y_range_plot(spec: &ChartSpec, y: Scale) -> Result<Option<(f64, f6
     }
 }
 
-/// The legend corner with the fewest points near it (fractions of range).
-pub(crate) fn legend_corner(fracs: impl Iterator<Item = (f64, f64)>) -> SeriesLabelPosition {
-    let mut counts = [0usize; 4]; // UR, UL, LR, LL
-    for (fx, fy) in fracs {
-        let (right, left) = (fx > 0.6, fx < 0.4);
-        let (up, down) = (fy > 0.6, fy < 0.4);
-        counts[0] += (right && up) as usize;
-        counts[1] += (left && up) as usize;
-        counts[2] += (right && down) as usize;
-        counts[3] += (left && down) as usize;
-    }
-    let best = (0..4).min_by_key(|i| counts[*i]).expect("four corners");
-    match best {
-        0 => SeriesLabelPosition::UpperRight,
-        1 => SeriesLabelPosition::UpperLeft,
-        2 => SeriesLabelPosition::LowerRight,
-        _ => SeriesLabelPosition::LowerLeft,
-    }
-}
-
-pub(crate) fn frac(v: f64, (lo, hi): (f64, f64)) -> f64 {
-    (v - lo) / (hi - lo)
-}
-
 /// A line chart: one coloured line per series, markers on short series, a
-/// legend, and padded axis ranges. Errors with `NoData` if no series has a
+/// legend (omitted when every name is empty) in the emptiest corner, and
+/// padded axis ranges. Errors with `NoData` if no series has a
 /// drawable point.
 pub fn line_chart(spec: &ChartSpec, series: &[Series]) -> Result<String, ReportError> {
     let (sx, sy) = (Scale { log: spec.log_x }, Scale { log: spec.log_y });
@@ -250,10 +227,14 @@ pub fn line_chart(spec: &ChartSpec, series: &[Series]) -> Result<String, ReportE
                         + Circle::new((2, 0), radius, colour.filled())
                 });
         }
+        if series.iter().all(|s| s.name.is_empty()) {
+            return Ok(());
+        }
         draw_legend(&mut chart, corner)
     })
 }
 
+/// Draws the series legend in `corner` of the plotting area.
 pub(crate) fn draw_legend<'a>(
     chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<super::axis::Axis, super::axis::Axis>>,
     corner: SeriesLabelPosition,
@@ -362,7 +343,10 @@ pub(crate) mod tests {
         let s = Series::new("s", vec![(1.0, 0.0), (2.0, -1.0), (3.0, 10.0), (4.0, 1e-3)]);
         let mut sp = spec("log");
         sp.log_y = true;
-        assert_svg_doc(&line_chart(&sp, &[s.clone()]).unwrap(), &["log"]);
+        assert_svg_doc(
+            &line_chart(&sp, std::slice::from_ref(&s)).unwrap(),
+            &["log"],
+        );
         sp.y_range = Some((0.0, 1.0));
         assert!(matches!(
             line_chart(&sp, &[s]),

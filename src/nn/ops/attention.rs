@@ -9,7 +9,9 @@
 //! Work is split over (batch, kv head) groups; each group is computed by one
 //! thread in a fixed order, so results do not depend on the thread count.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
+
+use super::cpu::with_f32;
 use rayon::prelude::*;
 
 /// Geometry of one call.
@@ -191,15 +193,6 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     }
 }
 
-fn cpu_f32(t: &Tensor) -> Result<Vec<f32>> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(slice(cpu, layout)?.to_vec()),
-        _ => candle_core::bail!("fused attention: CPU only"),
-    }
-}
-
 impl CustomOp3 for AttentionOp {
     fn name(&self) -> &'static str {
         "fused-causal-attention"
@@ -213,7 +206,11 @@ impl CustomOp3 for AttentionOp {
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _z: &Tensor, dz: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.geometry(q.layout(), k.layout())?;
-        let (dq, dk, dv) = backward(&g, &cpu_f32(q)?, &cpu_f32(k)?, &cpu_f32(v)?, &cpu_f32(dz)?);
+        let (dq, dk, dv) = with_f32(q, "attention", |q| {
+            with_f32(k, "attention", |k| {
+                with_f32(v, "attention", |v| with_f32(dz, "attention", |dz| backward(&g, q, k, v, dz)))
+            })
+        })????;
         let dev = q.device();
         Ok((
             Some(Tensor::from_vec(dq, q.shape(), dev)?),

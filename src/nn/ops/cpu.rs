@@ -3,7 +3,7 @@
 //! independent of the rayon thread count (cross-row sums go block by block, in block order).
 //! May import only candle-core and rayon.
 
-use candle_core::{bail, CpuStorage, DType, Layout, Result, Tensor};
+use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 
 /// Rows per reduction block: a cross-row sum is a sequential sum of per-block partial sums.
 pub(crate) const BLOCK_ROWS: usize = 64;
@@ -252,5 +252,16 @@ pub(crate) mod testing {
             .build()
             .unwrap()
             .install(f)
+    }
+}
+
+/// Run `f` on the contiguous f32 elements of a CPU tensor without copying
+/// them (a non-contiguous tensor is made contiguous first).
+pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(slice(cpu, layout, op)?)),
+        _ => bail!("{op}: CPU tensor expected"),
     }
 }

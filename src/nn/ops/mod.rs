@@ -28,3 +28,5 @@ pub use softmax::{
 };
 pub mod attention;
 pub use attention::{causal_attention, causal_attention_reference};
+pub mod linear;
+pub use linear::{linear, linear_reference};
