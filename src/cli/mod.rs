@@ -50,6 +50,7 @@ pub enum Cmd {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    latentlab::util::tune_allocator();
     if let Some(n) = cli.threads {
         anyhow::ensure!(n > 0, "--threads: expected a positive number, got 0");
         // Read by rayon's global pool and by candle's gemm at every call.
