@@ -85,7 +85,15 @@ pub fn load<T>(file: Option<&Path>, sets: &[String]) -> Result<T, ConfigError>
 where
     T: Default + Serialize + DeserializeOwned + Validate,
 {
-    let mut value = toml::Value::try_from(T::default()).expect("default config serialises");
+    load_over(T::default(), file, sets)
+}
+
+/// Like `load`, starting from `base` instead of `T::default()`.
+pub fn load_over<T>(base: T, file: Option<&Path>, sets: &[String]) -> Result<T, ConfigError>
+where
+    T: Serialize + DeserializeOwned + Validate,
+{
+    let mut value = toml::Value::try_from(base).expect("config serialises");
     let mut origin = "defaults".to_string();
     if let Some(path) = file {
         let p = path.display().to_string();

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod data;
+pub mod experiments;
 pub mod interp;
 pub mod models;
 pub mod nn;

@@ -1,22 +1,35 @@
 //! `latentlab reproduce <study>`.
 
+use std::path::PathBuf;
+
+use latentlab::config;
+use latentlab::experiments::truncation::{self, TruncationStudy};
+
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Study name, or `list`.
     study: String,
-    /// A smaller, faster version (for tests and smoke runs).
+    /// A smaller, faster version (smoke runs and tests).
     #[arg(long)]
     quick: bool,
+    /// TOML file overriding the study's defaults.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set train.steps=2000` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// No progress output.
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 const STUDIES: &[(&str, &str)] = &[
-    ("truncation", "noisy in-context recall; FFN vs attention; weight truncation (arXiv 2406.03068) — in progress"),
+    ("truncation", "noisy in-context recall; FFN vs attention; weight truncation (arXiv 2406.03068)"),
     ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095) — not yet implemented"),
     ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418) — not yet implemented"),
 ];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let _ = args.quick;
     match args.study.as_str() {
         "list" => {
             for (name, what) in STUDIES {
@@ -24,13 +37,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        "truncation" => truncation_study(&args),
         other => {
             let names: Vec<&str> = STUDIES.iter().map(|s| s.0).collect();
             Err(super::UsageError(format!(
-                "study `{other}` is not available yet; studies: {} (see `latentlab reproduce list`)",
+                "study `{other}` is not available; studies: {} (see `latentlab reproduce list`)",
                 names.join(", ")
             ))
             .into())
         }
     }
+}
+
+fn truncation_study(args: &Args) -> anyhow::Result<()> {
+    let study: TruncationStudy = if args.quick {
+        config::load_over(TruncationStudy::quick(), args.config.as_deref(), &args.sets)?
+    } else {
+        config::load(args.config.as_deref(), &args.sets)?
+    };
+    let outcome = truncation::reproduce(&study, args.quick, args.quiet)?;
+    println!("{:<5} {:<6} {:<60} measured", "claim", "result", "band");
+    for c in &outcome.claims {
+        println!("{:<5} {:<6} {:<60} {}", c.id, if c.pass { "PASS" } else { "FAIL" }, c.band, c.measured);
+    }
+    let passed = outcome.claims.iter().filter(|c| c.pass).count();
+    println!(
+        "{passed}/{} claims pass; {:.0} s; report: {}",
+        outcome.claims.len(),
+        outcome.seconds,
+        outcome.dir.join("report.html").display()
+    );
+    Ok(())
 }

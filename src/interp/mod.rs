@@ -4,5 +4,6 @@
 //! Analyses live beside it and may import `models`, never `train` or `report`.
 
 pub mod hooks;
+pub mod probes;
 
 pub use hooks::{ActivationCache, HookPoint, Hooks, Intervention};

@@ -271,6 +271,16 @@ impl Gpt {
     pub fn unembed_weight(&self) -> &Tensor {
         &self.unembed.weight
     }
+
+    /// Token embedding `W_E: (vocab, d_model)`.
+    pub fn embed_weight(&self) -> &Tensor {
+        &self.embed.weight
+    }
+
+    /// Block `layer`.
+    pub fn block(&self, layer: usize) -> Option<&Block> {
+        self.blocks.get(layer)
+    }
 }
 
 impl LanguageModel for Gpt {

@@ -53,6 +53,11 @@ impl Block {
         })
     }
 
+    /// The FFN, if this layer has one.
+    pub fn mlp(&self) -> Option<&Mlp> {
+        self.mlp.as_ref()
+    }
+
     fn normed(norm: &Norm, point: HookPoint, x: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         if norm.is_identity() {
             return Ok(x.clone());

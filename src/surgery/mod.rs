@@ -9,11 +9,13 @@
 pub mod apply;
 pub mod edit;
 pub mod error;
+pub mod params;
 pub mod svd;
 pub mod weights;
 
 pub use apply::{apply, apply_varmap};
 pub use edit::{rank_for, sweep_grid, Edit, EditKind, EditSet, Mode, Target};
 pub use error::{Result, SurgeryError};
+pub use params::{weights_of, with_edits};
 pub use svd::{Svd, SvdCache};
 pub use weights::{Matrix, MatrixMap, ModelWeights, TemplateMap};

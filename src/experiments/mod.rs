@@ -1,0 +1,5 @@
+//! The studies: each folder holds its config, runs, claims table and report,
+//! built from the shared data, models, train, surgery, interp and report
+//! modules (no private copies of the training loop or the models).
+
+pub mod truncation;

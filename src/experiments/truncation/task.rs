@@ -1,0 +1,180 @@
+//! Training task and evaluation of the noisy in-context recall model: metrics
+//! at scored positions (counter ≥ 2) and the training-dynamics probes of
+//! spec §5 (FFN noise margin, previous-token and induction attention,
+//! P(τ) on noisy data, accuracy with FFN₂ dropped).
+
+use candle_core::{Device, Result, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::noisy_recall::{NoisyRecallBatch, NoisyRecallSampler};
+use crate::data::TokenBatch;
+use crate::interp::probes::{ffn_token_logits, logit_margin, mass_on_keys, prev_token_mass};
+use crate::interp::{HookPoint, Hooks, Intervention};
+use crate::models::{Gpt, LanguageModel};
+use crate::nn::Params;
+use crate::train::lm_task::lm_loss;
+use crate::train::{Metrics, Task, TrainConfig};
+
+/// Metrics at the scored positions of a batch, against the in-context answer ȳ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct RecallMetrics {
+    /// argmax = ȳ.
+    pub acc: f64,
+    /// Mean P(τ).
+    pub p_noise: f64,
+    /// Mean P(ȳ).
+    pub p_answer: f64,
+    /// Mean −log P(ȳ).
+    pub loss: f64,
+    /// Number of scored positions.
+    pub n: usize,
+}
+
+/// Per scored position: (flat index, argmax, P(τ), P(ȳ)).
+pub type PerExample = Vec<(usize, u32, f32, f32)>;
+
+/// The batch as next-token training data (loss on scored positions).
+pub fn token_batch(b: &NoisyRecallBatch) -> TokenBatch {
+    TokenBatch {
+        batch: b.batch,
+        seq_len: b.seq_len,
+        inputs: b.inputs.clone(),
+        targets: b.targets.clone(),
+        weights: b.scored.clone(),
+    }
+}
+
+fn ids(b: &NoisyRecallBatch, device: &Device) -> Result<Tensor> {
+    Tensor::from_slice(&b.inputs, (b.batch, b.seq_len), device)
+}
+
+/// Recall metrics (and per-example rows) of `logits: (batch, pos, vocab)`.
+pub fn recall_metrics(logits: &Tensor, b: &NoisyRecallBatch) -> Result<(RecallMetrics, PerExample)> {
+    let v = logits.dim(2)?;
+    let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+    let tau = b.noise_token as usize;
+    let mut m = RecallMetrics::default();
+    let mut rows = Vec::new();
+    for i in 0..b.batch * b.seq_len {
+        if b.counter[i] < 2 {
+            continue;
+        }
+        let Some(ans) = b.answer_at(i) else { continue };
+        let row = &flat[i * v..(i + 1) * v];
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let z: f32 = row.iter().map(|x| (x - max).exp()).sum();
+        let p = |k: usize| (row[k] - max).exp() / z;
+        let argmax = row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k as u32).unwrap_or(0);
+        let (pn, pa) = (p(tau), p(ans as usize));
+        m.acc += f64::from(argmax == ans);
+        m.p_noise += pn as f64;
+        m.p_answer += pa as f64;
+        m.loss -= (pa.max(1e-30) as f64).ln();
+        m.n += 1;
+        rows.push((i, argmax, pn, pa));
+    }
+    if m.n > 0 {
+        let n = m.n as f64;
+        m.acc /= n;
+        m.p_noise /= n;
+        m.p_answer /= n;
+        m.loss /= n;
+    }
+    Ok((m, rows))
+}
+
+/// Evaluate `model` on `b`, optionally through `hooks` (e.g. an ablation).
+pub fn evaluate(model: &Gpt, b: &NoisyRecallBatch, hooks: &mut Hooks) -> Result<(RecallMetrics, PerExample)> {
+    let logits = model.forward(&ids(b, model.params().device())?, hooks)?;
+    recall_metrics(&logits, b)
+}
+
+/// Hooks that zero the FFN output of `layer` (drop FFN ℓ).
+pub fn drop_ffn(layer: usize) -> Hooks {
+    Hooks::none().intervene(HookPoint::MlpOut(layer), Intervention::Zero)
+}
+
+/// Layer-`layer` attention mass from scored trigger queries onto the positions
+/// right after earlier triggers: (on ȳ slots, on τ slots).
+pub fn trigger_follower_mass(pattern: &Tensor, b: &NoisyRecallBatch) -> Result<(f64, f64)> {
+    let t = b.seq_len;
+    let slots = |bi: usize, qi: usize, noise: bool| -> Option<Vec<usize>> {
+        let i = bi * t + qi;
+        if b.counter[i] < 2 {
+            return None;
+        }
+        Some(
+            (1..=qi)
+                .filter(|&s| b.counter[bi * t + s - 1] > 0 && b.target_is_noise[bi * t + s - 1] == noise)
+                .collect(),
+        )
+    };
+    Ok((mass_on_keys(pattern, |bi, qi| slots(bi, qi, false))?, mass_on_keys(pattern, |bi, qi| slots(bi, qi, true))?))
+}
+
+/// The training task of one variant.
+pub struct NoisyRecallTask {
+    pub model: Gpt,
+    pub sampler: NoisyRecallSampler,
+    pub batch_size: usize,
+    pub clean: NoisyRecallBatch,
+    pub noisy: NoisyRecallBatch,
+    pub early_steps: u64,
+}
+
+impl NoisyRecallTask {
+    /// All probes of spec §5 at the current weights.
+    pub fn probes(&self) -> Result<Metrics> {
+        let mut m = Metrics::new();
+        let last = self.model.n_layers() - 1;
+        let tau = self.sampler.config().noise_token as usize;
+        let q = self.sampler.config().trigger;
+        let patterns = [HookPoint::AttnPattern(0), HookPoint::AttnPattern(last)];
+
+        let mut hooks = Hooks::capture(patterns.clone());
+        let (clean, _) = evaluate(&self.model, &self.clean, &mut hooks)?;
+        m.insert("clean_acc".into(), clean.acc);
+        m.insert("clean_p_noise".into(), clean.p_noise);
+        m.insert("clean_p_answer".into(), clean.p_answer);
+        m.insert("clean_loss".into(), clean.loss);
+        m.insert("l1_prev_token_attn".into(), prev_token_mass(&hooks.cache[&patterns[0]])?);
+        let (ans, _) = trigger_follower_mass(&hooks.cache[&patterns[1]], &self.clean)?;
+        m.insert("l2_attn_answer_clean".into(), ans);
+
+        let mut hooks = Hooks::capture([patterns[1].clone()]);
+        let (noisy, _) = evaluate(&self.model, &self.noisy, &mut hooks)?;
+        m.insert("noisy_p_noise".into(), noisy.p_noise);
+        m.insert("noisy_p_answer".into(), noisy.p_answer);
+        m.insert("noisy_acc".into(), noisy.acc);
+        let (ans, noise) = trigger_follower_mass(&hooks.cache[&patterns[1]], &self.noisy)?;
+        m.insert("l2_attn_answer_noisy".into(), ans);
+        m.insert("l2_attn_noise_noisy".into(), noise);
+
+        for (l, key) in [(0usize, "ffn1"), (last, "ffn2")] {
+            if self.model.block(l).and_then(|b| b.mlp()).is_some() {
+                let logits = ffn_token_logits(&self.model, &[l], q)?;
+                m.insert(format!("{key}_noise_margin"), logit_margin(&logits, tau));
+                let (dropped, _) = evaluate(&self.model, &self.clean, &mut drop_ffn(l))?;
+                m.insert(format!("clean_acc_{key}_dropped"), dropped.acc);
+                m.insert(format!("clean_p_noise_{key}_dropped"), dropped.p_noise);
+            }
+        }
+        Ok(m)
+    }
+}
+
+impl Task for NoisyRecallTask {
+    fn params(&self) -> &Params {
+        self.model.params()
+    }
+    fn train_loss(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
+        let b = self.sampler.sample(self.batch_size, rng);
+        Ok((lm_loss(&self.model, &token_batch(&b))?, Metrics::new()))
+    }
+    fn evaluate(&mut self, _step: u64) -> Result<Metrics> {
+        self.probes()
+    }
+    fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
+        step <= self.early_steps || (cfg.eval_every > 0 && step % cfg.eval_every == 0)
+    }
+}
