@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use latentlab::interp::{HookPoint, Hooks};
+use latentlab::experiments::checkpoint::CheckpointTask;
 use latentlab::models::LanguageModel;
-use latentlab::train::lm_task::batch_tensors;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -21,11 +21,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let points: Vec<HookPoint> = args.hooks.iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
-    let (cfg, model, ck) = super::eval::load_checkpoint(&args.checkpoint)?;
-    let batch = cfg.task.eval_set(cfg.model.vocab_size, cfg.train.batch_size, cfg.seed).remove(0);
-    let (ids, _, _) = batch_tensors(&batch, model.params().device())?;
+    let (task, ck) = CheckpointTask::open(&args.checkpoint)?;
+    let ids = task.example_ids()?;
     let mut hooks = Hooks::capture(points.clone());
-    model.forward(&ids, &mut hooks)?;
+    task.model().forward(&ids, &mut hooks)?;
     let mut out: HashMap<String, latentlab::Tensor> = HashMap::new();
     for p in &points {
         match hooks.cache.get(p) {

@@ -6,6 +6,7 @@ mod data;
 mod eval;
 mod reproduce;
 mod train;
+mod truncate;
 
 use clap::{Parser, Subcommand};
 
@@ -43,6 +44,10 @@ pub enum Cmd {
     ///
     /// Example: latentlab reproduce list
     Reproduce(reproduce::Args),
+    /// Apply low-rank / zero / drop edits (layer:matrix:ρ) to a checkpoint and evaluate.
+    ///
+    /// Example: latentlab truncate runs/truncation/main/checkpoints/step_00001000 --sweep --layers 1 --matrices fc_in,fc_out
+    Truncate(truncate::Args),
     /// Time training steps of standard configs.
     ///
     /// Example: latentlab bench --config small-gpt-d128 --steps 20
@@ -62,14 +67,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Data(a) => data::run(a),
         Cmd::Analyze(a) => analyze::run(a),
         Cmd::Reproduce(a) => reproduce::run(a),
+        Cmd::Truncate(a) => truncate::run(a),
         Cmd::Bench(a) => bench::run(a),
     }
 }
 
 /// 2 for bad input (config, files, names), 1 for failures while running.
 pub fn exit_code(e: &anyhow::Error) -> u8 {
+    use latentlab::experiments::checkpoint::CheckpointError;
     use latentlab::train::TrainError;
+    let train_code = |t: &TrainError| match t {
+        TrainError::Io { .. } | TrainError::Corrupt { .. } | TrainError::Mismatch { .. } => 2,
+        _ => 1,
+    };
     for cause in e.chain() {
+        match cause.downcast_ref::<CheckpointError>() {
+            Some(CheckpointError::Train(t)) => return train_code(t),
+            Some(CheckpointError::Surgery(_)) => return 2,
+            Some(_) => return 1,
+            None => {}
+        }
+        if cause.is::<latentlab::surgery::SurgeryError>() {
+            return 2;
+        }
         if cause.is::<latentlab::config::ConfigError>()
             || cause.is::<latentlab::nn::params::ParamError>()
             || cause.is::<latentlab::interp::hooks::HookNameError>()
@@ -79,10 +99,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             return 2;
         }
         if let Some(t) = cause.downcast_ref::<TrainError>() {
-            return match t {
-                TrainError::Io { .. } | TrainError::Corrupt { .. } | TrainError::Mismatch { .. } => 2,
-                _ => 1,
-            };
+            return train_code(t);
         }
     }
     1

@@ -2,4 +2,5 @@
 //! built from the shared data, models, train, surgery, interp and report
 //! modules (no private copies of the training loop or the models).
 
+pub mod checkpoint;
 pub mod truncation;

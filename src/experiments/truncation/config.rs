@@ -64,6 +64,9 @@ pub struct TruncationStudy {
     pub seed: u64,
     /// Model width d (default 64; FFN width 4d, one head).
     pub d_model: usize,
+    /// Train variants side by side, one single-threaded worker per core
+    /// (results are identical either way; default true).
+    pub parallel_variants: bool,
     pub data: NoisyRecallConfig,
     pub train: TrainConfig,
     pub eval: EvalConfig,
@@ -78,6 +81,7 @@ impl Default for TruncationStudy {
             out_dir: "runs".into(),
             seed: 0,
             d_model: 64,
+            parallel_variants: true,
             data: NoisyRecallConfig::default(),
             train: TrainConfig {
                 steps: 1000,

@@ -148,19 +148,36 @@ impl StudyOutcome {
     }
 }
 
+/// The config stored in a variant's checkpoints: enough to rebuild its model
+/// and evaluation sets.
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct VariantRun {
+    pub study: TruncationStudy,
+    pub variant: Variant,
+}
+
+impl VariantRun {
+    /// The untrained task of this variant (model initialised from the seed).
+    pub fn task(&self) -> Result<NoisyRecallTask, StudyError> {
+        let (study, v) = (&self.study, &self.variant);
+        let data = NoisyRecallConfig { alpha: v.alpha, ..study.data.clone() };
+        let model_cfg =
+            GptConfig { ffn_layers: v.ffn_layers.clone(), ..GptConfig::truncation(study.d_model, data.seq_len, VOCAB_SIZE) };
+        Ok(NoisyRecallTask {
+            model: Gpt::new(&model_cfg, study.seed, &Device::Cpu)?,
+            sampler: NoisyRecallSampler::new(&data)?,
+            batch_size: study.train.batch_size,
+            clean: clean_eval_set(&data, study.eval.n_clean),
+            noisy: noisy_eval_set(&data, study.eval.n_noisy),
+            early_steps: study.eval.early_steps,
+        })
+    }
+}
+
 /// Train and analyse one variant under `dir/<variant>`.
 fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) -> Result<VariantResult, StudyError> {
     let t0 = Instant::now();
-    let data = NoisyRecallConfig { alpha: v.alpha, ..study.data.clone() };
-    let model_cfg = GptConfig { ffn_layers: v.ffn_layers.clone(), ..GptConfig::truncation(study.d_model, data.seq_len, VOCAB_SIZE) };
-    let mut task = NoisyRecallTask {
-        model: Gpt::new(&model_cfg, study.seed, &Device::Cpu)?,
-        sampler: NoisyRecallSampler::new(&data)?,
-        batch_size: study.train.batch_size,
-        clean: clean_eval_set(&data, study.eval.n_clean),
-        noisy: noisy_eval_set(&data, study.eval.n_noisy),
-        early_steps: study.eval.early_steps,
-    };
+    let mut task = VariantRun { study: study.clone(), variant: v.clone() }.task()?;
     let vdir = dir.join(&v.name);
     std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
     let train = crate::train::TrainConfig { steps: v.steps, ..study.train.clone() };
@@ -169,7 +186,7 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
         dir: Some(vdir.clone()),
         seed: study.seed,
         resume: false,
-        config_text: to_toml(study),
+        config_text: to_toml(&VariantRun { study: study.clone(), variant: v.clone() }),
         quiet,
         stop_after: None,
     };
@@ -193,6 +210,56 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     Ok(VariantResult { variant: v.clone(), seconds: t0.elapsed().as_secs_f64(), dynamics, sweep, spectral, patterns })
 }
 
+/// All variants, in config order. With `parallel_variants` and more than one
+/// core, variants run longest-first on one single-threaded worker per core
+/// (every kernel is thread-count independent, so the numbers are the same).
+fn run_variants(study: &TruncationStudy, dir: &Path, quiet: bool) -> Result<Vec<VariantResult>, StudyError> {
+    let variants = study.variants();
+    let cores = rayon::current_num_threads();
+    let workers = if study.parallel_variants { cores.min(variants.len()) } else { 1 };
+    if workers <= 1 {
+        return variants.iter().map(|v| run_variant(study, v, dir, quiet)).collect();
+    }
+    let mut order: Vec<usize> = (0..variants.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(variants[i].steps));
+    let queue = std::sync::Mutex::new(order.into_iter());
+    let results = std::sync::Mutex::new(Vec::new());
+    // candle's own elementwise ops read the thread count from the environment.
+    let saved = std::env::var("RAYON_NUM_THREADS").ok();
+    std::env::set_var("RAYON_NUM_THREADS", "1");
+    let outcome = std::thread::scope(|scope| -> Result<(), StudyError> {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<(), StudyError> {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
+                    loop {
+                        let next = queue.lock().expect("queue lock").next();
+                        let Some(i) = next else { return Ok(()) };
+                        let v = &variants[i];
+                        let r = pool.install(|| run_variant(study, v, dir, true))?;
+                        if !quiet {
+                            eprintln!("[{}] done: {} steps in {:.0} s", v.name, v.steps, r.seconds);
+                        }
+                        results.lock().expect("results lock").push((i, r));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("variant worker panicked")?;
+        }
+        Ok(())
+    });
+    match saved {
+        Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
+        None => std::env::remove_var("RAYON_NUM_THREADS"),
+    }
+    outcome?;
+    let mut results = results.into_inner().expect("results lock");
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, r)| r).collect())
+}
+
 fn run_toys(seed: u64) -> Toys {
     let grad = one_step_gradient_check(&GradCheckConfig { seed, ..GradCheckConfig::default() });
     let mem = linear_assoc_memory(&AssocMemoryConfig { seed, ..AssocMemoryConfig::default() });
@@ -207,10 +274,7 @@ pub fn reproduce(study: &TruncationStudy, quick: bool, quiet: bool) -> Result<St
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let cfg_path = dir.join("config.toml");
     write_atomic(&cfg_path, to_toml(study).as_bytes()).map_err(|e| io(&cfg_path, e))?;
-    let mut variants = Vec::new();
-    for v in study.variants() {
-        variants.push(run_variant(study, &v, &dir, quiet)?);
-    }
+    let variants = run_variants(study, &dir, quiet)?;
     let toys = run_toys(study.seed);
     let mut outcome = StudyOutcome { dir: dir.clone(), quick, seconds: 0.0, variants, toys, claims: Vec::new() };
     outcome.claims = check_claims(&outcome, study);

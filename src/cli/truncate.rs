@@ -1,0 +1,96 @@
+//! `latentlab truncate`: apply (ℓ, τ, ρ) edits to a checkpoint and evaluate.
+
+use std::path::PathBuf;
+
+use latentlab::experiments::checkpoint::CheckpointTask;
+use latentlab::surgery::{sweep_grid, EditSet, Mode, Target};
+use latentlab::util::fsx::write_atomic;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Checkpoint directory.
+    checkpoint: PathBuf,
+    /// An edit set in LASER notation, e.g. `1:fc_in:0.05` or `1:fc_in:0.1,0:attn:drop` (repeatable).
+    #[arg(long = "edit")]
+    edits: Vec<String>,
+    /// Evaluate the grid layers × matrices × rank fractions (plus the unedited model).
+    #[arg(long)]
+    sweep: bool,
+    /// Sweep layers (default: all).
+    #[arg(long, value_delimiter = ',')]
+    layers: Vec<usize>,
+    /// Sweep matrices.
+    #[arg(long, value_delimiter = ',', default_value = "fc_in,fc_out")]
+    matrices: Vec<String>,
+    /// Sweep kept-rank fractions ρ.
+    #[arg(long, value_delimiter = ',', default_value = "0,0.05,0.1,0.2,0.5")]
+    rank_fracs: Vec<f64>,
+    /// `top` keeps the ⌊ρ·r⌋ largest singular values (LASER); `bottom` removes them.
+    #[arg(long, default_value = "top")]
+    mode: String,
+    /// Output table (JSONL, one row per edit set); default `<checkpoint>/truncate.jsonl`.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Also write per-example results (JSONL) here.
+    #[arg(long)]
+    per_example: Option<PathBuf>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let (mut task, ck) = CheckpointTask::open(&args.checkpoint)?;
+    let mut sets = vec![EditSet::new(vec![])];
+    for spec in &args.edits {
+        sets.push(spec.parse::<EditSet>()?);
+    }
+    if args.sweep {
+        let layers: Vec<usize> =
+            if args.layers.is_empty() { (0..task.model().cfg.n_layers).collect() } else { args.layers.clone() };
+        let targets = args
+            .matrices
+            .iter()
+            .map(|m| Target::from_name(m).ok_or_else(|| super::UsageError(format!("--matrices: unknown matrix `{m}`"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mode = match args.mode.as_str() {
+            "top" => Mode::Top,
+            "bottom" => Mode::Bottom,
+            other => anyhow::bail!(super::UsageError(format!("--mode: expected `top` or `bottom`, got `{other}`"))),
+        };
+        for r in &args.rank_fracs {
+            anyhow::ensure!((0.0..=1.0).contains(r), super::UsageError(format!("--rank-fracs: {r} is outside [0, 1]")));
+        }
+        sets.extend(sweep_grid(&layers, &targets, &args.rank_fracs, &[mode]));
+    }
+    if sets.len() == 1 && !args.sweep {
+        anyhow::bail!(super::UsageError("give at least one --edit or --sweep".into()));
+    }
+    let results = task.truncate(&sets, args.per_example.is_some())?;
+    let mut table = String::new();
+    let mut examples = String::new();
+    let keys: Vec<String> = results[0].1.keys().cloned().collect();
+    println!("{:<28} {}", "edit", keys.join("  "));
+    for (edit, metrics, rows) in &results {
+        let cells: Vec<String> = keys.iter().map(|k| format!("{:>w$.4}", metrics[k], w = k.len())).collect();
+        println!("{edit:<28} {}", cells.join("  "));
+        let mut obj = serde_json::Map::new();
+        obj.insert("edit".into(), edit.clone().into());
+        for (k, v) in metrics {
+            obj.insert(k.clone(), (*v).into());
+        }
+        table += &serde_json::Value::Object(obj).to_string();
+        table.push('\n');
+        for r in rows {
+            let mut r = r.clone();
+            r["edit"] = edit.clone().into();
+            examples += &r.to_string();
+            examples.push('\n');
+        }
+    }
+    let out = args.out.unwrap_or_else(|| ck.dir.join("truncate.jsonl"));
+    write_atomic(&out, table.as_bytes())?;
+    println!("wrote {}", out.display());
+    if let Some(p) = args.per_example {
+        write_atomic(&p, examples.as_bytes())?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}

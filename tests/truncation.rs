@@ -1,0 +1,72 @@
+//! `reproduce truncation --quick` end to end (the XS smoke configuration of
+//! the spec), then `truncate`, `eval` and `analyze` on its checkpoint.
+
+use std::process::{Command, Output};
+
+fn latentlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latentlab")).args(args).output().expect("binary runs")
+}
+
+fn ok(o: &Output) -> String {
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "failed: {}\n{}", out, String::from_utf8_lossy(&o.stderr));
+    out
+}
+
+#[test]
+fn quick_reproduction_passes_the_smoke_bands_and_checkpoints_can_be_edited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = format!("out_dir={}", tmp.path().display());
+    let stdout = ok(&latentlab(&["reproduce", "truncation", "--quick", "--quiet", "--set", &out_dir]));
+    let dir = tmp.path().join("truncation-quick");
+    for f in ["report.html", "results.json", "claims.json", "config.toml", "main/metrics.jsonl", "main/sweep.jsonl"] {
+        assert!(dir.join(f).exists(), "{f} missing");
+    }
+    let claims: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("claims.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = claims.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    for id in ["XS1", "XS2", "XS3", "C8", "C9"] {
+        assert!(ids.contains(&id), "claim {id} missing: {ids:?}");
+    }
+    for c in &claims {
+        assert_eq!(c["pass"], true, "claim failed: {c}\n{stdout}");
+    }
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(html.contains("<svg") && html.contains("XS2"));
+
+    // The sweep table has the unedited model and FFN2 removal; removal lowers P(τ).
+    let sweep = std::fs::read_to_string(dir.join("main/sweep.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = sweep.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let p = |edit: &str| rows.iter().find(|r| r["edit"] == edit).unwrap()["clean"]["p_noise"].as_f64().unwrap();
+    assert!(p("1:fc_in:0") < p("none") - 0.2, "dropping FFN2 should remove the noise association");
+
+    // `truncate` on the saved checkpoint reproduces the sweep's numbers.
+    let ck = dir.join("main/checkpoints/step_00000450");
+    let table = tmp.path().join("t.jsonl");
+    let examples = tmp.path().join("ex.jsonl");
+    ok(&latentlab(&[
+        "truncate", ck.to_str().unwrap(), "--edit", "1:fc_in:0", "--out", table.to_str().unwrap(),
+        "--per-example", examples.to_str().unwrap(),
+    ]));
+    let t: Vec<serde_json::Value> =
+        std::fs::read_to_string(&table).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(t[0]["edit"], "none");
+    assert!((t[0]["clean_p_noise"].as_f64().unwrap() - p("none")).abs() < 1e-6);
+    assert!((t[1]["clean_p_noise"].as_f64().unwrap() - p("1:fc_in:0")).abs() < 1e-6);
+    assert!(std::fs::read_to_string(&examples).unwrap().lines().count() > 100);
+
+    let sweep_out = tmp.path().join("s.jsonl");
+    ok(&latentlab(&[
+        "truncate", ck.to_str().unwrap(), "--sweep", "--layers", "1", "--matrices", "fc_in,fc_out",
+        "--rank-fracs", "0.05,0.5", "--out", sweep_out.to_str().unwrap(),
+    ]));
+    assert_eq!(std::fs::read_to_string(&sweep_out).unwrap().lines().count(), 1 + 4);
+
+    let e = latentlab(&["truncate", ck.to_str().unwrap(), "--edit", "7:fc_in:0.1"]);
+    assert_eq!(e.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&e.stderr).contains("valid targets"));
+    let e = latentlab(&["truncate", ck.to_str().unwrap(), "--edit", "1:fc_in:1.5"]);
+    assert_eq!(e.status.code(), Some(2));
+
+    ok(&latentlab(&["eval", ck.to_str().unwrap()]));
+    ok(&latentlab(&["analyze", ck.to_str().unwrap(), "--hook", "blocks.1.attn.hook_pattern", "--out", tmp.path().join("a.safetensors").to_str().unwrap()]));
+}
