@@ -18,6 +18,9 @@ pub struct Args {
     /// Override a config key, e.g. `--set train.steps=2000` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
+    /// Seed of model init and data (same as `--set seed=N`).
+    #[arg(long)]
+    seed: Option<u64>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -50,10 +53,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn truncation_study(args: &Args) -> anyhow::Result<()> {
+    let mut sets = args.sets.clone();
+    if let Some(seed) = args.seed {
+        sets.push(format!("seed={seed}"));
+        if !args.sets.iter().any(|s| s.starts_with("name=")) {
+            let base = if args.quick { "truncation-quick" } else { "truncation" };
+            sets.push(format!("name={base}-seed{seed}"));
+        }
+    }
     let study: TruncationStudy = if args.quick {
-        config::load_over(TruncationStudy::quick(), args.config.as_deref(), &args.sets)?
+        config::load_over(TruncationStudy::quick(), args.config.as_deref(), &sets)?
     } else {
-        config::load(args.config.as_deref(), &args.sets)?
+        config::load(args.config.as_deref(), &sets)?
     };
     let outcome = truncation::reproduce(&study, args.quick, args.quiet)?;
     println!("{:<5} {:<6} {:<60} measured", "claim", "result", "band");

@@ -41,7 +41,7 @@ pub fn standard_configs() -> Vec<BenchConfig> {
     vec![
         BenchConfig { name: "small-gpt-d128", model: d128, train: adamw.clone(), seq_len: 64 },
         BenchConfig { name: "small-gpt-d64", model: d64, train: adamw, seq_len: 64 },
-        BenchConfig { name: "truncation-s", model: trunc, train: sgd, seq_len: 64 },
+        BenchConfig { name: "noisy-recall-s", model: trunc, train: sgd, seq_len: 64 },
     ]
 }
 

@@ -180,7 +180,12 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     let mut task = VariantRun { study: study.clone(), variant: v.clone() }.task()?;
     let vdir = dir.join(&v.name);
     std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
-    let train = crate::train::TrainConfig { steps: v.steps, ..study.train.clone() };
+    // Only the main run's dynamics are analysed; the other variants are probed at the end.
+    let eval_every = if v.name == "main" { study.train.eval_every } else { 0 };
+    if v.name != "main" {
+        task.early_steps = 0;
+    }
+    let train = crate::train::TrainConfig { steps: v.steps, eval_every, ..study.train.clone() };
     let mut sink = MetricsSink::open(&vdir.join("metrics.jsonl"), None)?;
     let opts = RunOptions {
         dir: Some(vdir.clone()),
@@ -220,8 +225,14 @@ fn run_variants(study: &TruncationStudy, dir: &Path, quiet: bool) -> Result<Vec<
     if workers <= 1 {
         return variants.iter().map(|v| run_variant(study, v, dir, quiet)).collect();
     }
+    // Longest first by estimated cost: steps × (1 + FFN layers), the main run
+    // counting double for its probes.
+    let cost = |v: &Variant| {
+        let ffns = v.ffn_layers.iter().filter(|k| **k != crate::nn::FfnKind::None).count() as u64;
+        v.steps * (2 + ffns) * if v.name == "main" { 2 } else { 1 }
+    };
     let mut order: Vec<usize> = (0..variants.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(variants[i].steps));
+    order.sort_by_key(|&i| std::cmp::Reverse(cost(&variants[i])));
     let queue = std::sync::Mutex::new(order.into_iter());
     let results = std::sync::Mutex::new(Vec::new());
     // candle's own elementwise ops read the thread count from the environment.

@@ -154,10 +154,13 @@ impl NoisyRecallTask {
             if self.model.block(l).and_then(|b| b.mlp()).is_some() {
                 let logits = ffn_token_logits(&self.model, &[l], q)?;
                 m.insert(format!("{key}_noise_margin"), logit_margin(&logits, tau));
-                let (dropped, _) = evaluate(&self.model, &self.clean, &mut drop_ffn(l))?;
-                m.insert(format!("clean_acc_{key}_dropped"), dropped.acc);
-                m.insert(format!("clean_p_noise_{key}_dropped"), dropped.p_noise);
             }
+        }
+        // Accuracy with the last FFN dropped: when in-context recall works without it.
+        if self.model.block(last).and_then(|b| b.mlp()).is_some() {
+            let (dropped, _) = evaluate(&self.model, &self.clean, &mut drop_ffn(last))?;
+            m.insert("clean_acc_ffn2_dropped".into(), dropped.acc);
+            m.insert("clean_p_noise_ffn2_dropped".into(), dropped.p_noise);
         }
         Ok(m)
     }

@@ -265,3 +265,13 @@ pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> 
         _ => bail!("{op}: CPU tensor expected"),
     }
 }
+
+/// A vector of `n` floats produced by `fill`, which must write every element
+/// through the pointer (e.g. a GEMM in replace mode); skips zero-filling.
+pub(crate) fn written_by(n: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    fill(v.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    // SAFETY: `fill` initialised all n elements (callers' contract).
+    unsafe { v.set_len(n) };
+    v
+}

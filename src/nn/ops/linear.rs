@@ -10,7 +10,7 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{fused_ok, slice, with_f32, BLOCK_ROWS};
+use super::cpu::{fused_ok, slice, with_f32, written_by, BLOCK_ROWS};
 
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)`, input strides given
 /// as (row, col) in elements. faer's kernels (measured 1.2–2× the `gemm`
@@ -19,22 +19,21 @@ use super::cpu::{fused_ok, slice, with_f32, BLOCK_ROWS};
 #[allow(clippy::too_many_arguments)]
 fn gemm_into(
     m: usize, n: usize, k: usize,
-    dst: &mut [f32], accumulate: bool,
+    dst: *mut f32, accumulate: bool,
     lhs: &[f32], lhs_rs: usize, lhs_cs: usize,
     rhs: &[f32], rhs_rs: usize, rhs_cs: usize,
 ) {
-    assert!(dst.len() >= m * n, "gemm_into: destination too small");
     assert!(m == 0 || k == 0 || lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs, "gemm_into: lhs out of bounds");
     assert!(n == 0 || k == 0 || rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs, "gemm_into: rhs out of bounds");
     let threads = rayon::current_num_threads();
     let par = if threads > 1 { faer::Par::rayon(threads) } else { faer::Par::Seq };
     let accum = if accumulate { faer::Accum::Add } else { faer::Accum::Replace };
-    // SAFETY: the asserts above bound every element each view addresses, and
-    // dst does not alias lhs or rhs (distinct borrows).
+    // SAFETY: the asserts above bound every element the input views address;
+    // callers pass a dst valid for m·n writes that aliases neither input.
     unsafe {
         let rhs_t = faer::MatRef::<f32>::from_raw_parts(rhs.as_ptr(), n, k, rhs_cs as isize, rhs_rs as isize);
         let lhs_t = faer::MatRef::<f32>::from_raw_parts(lhs.as_ptr(), k, m, lhs_cs as isize, lhs_rs as isize);
-        let dst_t = faer::MatMut::<f32>::from_raw_parts_mut(dst.as_mut_ptr(), n, m, 1, n as isize);
+        let dst_t = faer::MatMut::<f32>::from_raw_parts_mut(dst, n, m, 1, n as isize);
         faer::linalg::matmul::matmul(dst_t, accum, rhs_t, lhs_t, 1.0, par);
     }
 }
@@ -63,17 +62,20 @@ fn col_sums(g: &[f32], cols: usize) -> Vec<f32> {
 }
 
 fn forward(x: &[f32], w: &[f32], b: Option<&[f32]>, rows: usize, d_in: usize, d_out: usize) -> Vec<f32> {
-    let mut y = vec![0.0f32; rows * d_out];
-    if let Some(b) = b {
-        y.par_chunks_mut(d_out * BLOCK_ROWS).for_each(|chunk| {
-            for row in chunk.chunks_exact_mut(d_out) {
-                row.copy_from_slice(b);
-            }
-        });
-    }
     // x (rows×in) · Wᵀ (in×out): Wᵀ[i][o] = W[o·in + i].
-    gemm_into(rows, d_out, d_in, &mut y, b.is_some(), x, d_in, 1, w, 1, d_in);
-    y
+    match b {
+        Some(b) => {
+            let mut y = vec![0.0f32; rows * d_out];
+            y.par_chunks_mut(d_out * BLOCK_ROWS).for_each(|chunk| {
+                for row in chunk.chunks_exact_mut(d_out) {
+                    row.copy_from_slice(b);
+                }
+            });
+            gemm_into(rows, d_out, d_in, y.as_mut_ptr(), true, x, d_in, 1, w, 1, d_in);
+            y
+        }
+        None => written_by(rows * d_out, |y| gemm_into(rows, d_out, d_in, y, false, x, d_in, 1, w, 1, d_in)),
+    }
 }
 
 /// Gradients for (x, W, b) from dy; `None` where the input is not tracked.
@@ -83,15 +85,17 @@ fn backward(x: &Tensor, w: &Tensor, b: Option<&Tensor>, dy: &Tensor) -> Result<(
     let dev = x.device();
     with_f32(dy, "linear", |g| -> Result<_> {
         let dx = if x.track_op() {
-            let mut dx = vec![0.0f32; rows * d_in];
-            with_f32(w, "linear", |wv| gemm_into(rows, d_in, d_out, &mut dx, false, g, d_out, 1, wv, d_in, 1))?; // term 1
+            let dx = with_f32(w, "linear", |wv| {
+                written_by(rows * d_in, |dx| gemm_into(rows, d_in, d_out, dx, false, g, d_out, 1, wv, d_in, 1)) // term 1
+            })?;
             Some(Tensor::from_vec(dx, (rows, d_in), dev)?)
         } else {
             None
         };
         let dw = if w.track_op() {
-            let mut dw = vec![0.0f32; d_out * d_in];
-            with_f32(x, "linear", |xv| gemm_into(d_out, d_in, rows, &mut dw, false, g, 1, d_out, xv, d_in, 1))?; // term 2
+            let dw = with_f32(x, "linear", |xv| {
+                written_by(d_out * d_in, |dw| gemm_into(d_out, d_in, rows, dw, false, g, 1, d_out, xv, d_in, 1)) // term 2
+            })?;
             Some(Tensor::from_vec(dw, (d_out, d_in), dev)?)
         } else {
             None
