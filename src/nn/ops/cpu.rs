@@ -275,3 +275,15 @@ pub(crate) fn written_by(n: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
     unsafe { v.set_len(n) };
     v
 }
+
+/// `out = f(a, b)` over two equal-length slices, in parallel chunks of
+/// `CHUNK` (elementwise, so thread-count independent).
+pub(crate) fn zip_chunks(op: &str, a: &[f32], b: &[f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    if a.len() != b.len() {
+        bail!("{op}: inputs have {} and {} elements", a.len(), b.len());
+    }
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| f(a, b, o));
+    Ok(out)
+}

@@ -71,18 +71,7 @@ impl CustomOp2 for GeluBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(s1, l1, self.name())?;
         let dy = cpu::slice(s2, l2, self.name())?;
-        if x.len() != dy.len() {
-            candle_core::bail!(
-                "{}: x has {} elements, dy {}",
-                self.name(),
-                x.len(),
-                dy.len()
-            );
-        }
-        let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(dx, (x, dy))| bwd_chunk(x, dy, dx));
+        let dx = cpu::zip_chunks(self.name(), x, dy, bwd_chunk)?;
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }

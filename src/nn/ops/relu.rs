@@ -61,18 +61,7 @@ impl CustomOp2 for ReluBwd {
     ) -> Result<(CpuStorage, Shape)> {
         let y = cpu::slice(s1, l1, self.name())?;
         let dy = cpu::slice(s2, l2, self.name())?;
-        if y.len() != dy.len() {
-            candle_core::bail!(
-                "{}: y has {} elements, dy {}",
-                self.name(),
-                y.len(),
-                dy.len()
-            );
-        }
-        let mut dx = vec![0f32; y.len()];
-        dx.par_chunks_mut(CHUNK)
-            .zip(y.par_chunks(CHUNK).zip(dy.par_chunks(CHUNK)))
-            .for_each(|(dx, (y, dy))| bwd_chunk(y, dy, dx));
+        let dx = cpu::zip_chunks(self.name(), y, dy, bwd_chunk)?;
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
