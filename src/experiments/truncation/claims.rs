@@ -226,7 +226,8 @@ fn main_claims(v: &VariantResult, alpha: f64, last: usize, quick: bool, out: &mu
             "FFN2 stores τ as a top direction of W_2 and spreads it over W_1",
             "cos(top left sv of W_2², u_τ) ≥ 0.5, others ≤ 0.3; keeping 1 direction of W_1² cuts the τ-logit excess ≥ 80 %",
             format!(
-                "cos {:.2}, others ≤ {:.2}; excess {:.2} → {} (k = 1)",
+                "step {}: cos {:.2}, others ≤ {:.2}; excess {:.2} → {} (k = 1)",
+                s.step,
                 s.top_left_cos_u_tau,
                 s.max_other_cos_u_tau,
                 s.excess_full,

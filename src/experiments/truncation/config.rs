@@ -30,6 +30,9 @@ pub struct SweepConfig {
     pub matrices: Vec<String>,
     /// Directions of W_1² kept in the spectral diagnosis (default [32, 13, 6, 3, 1]).
     pub keep_ks: Vec<usize>,
+    /// Step of the main run at which the spectrum is diagnosed (spec §7.3 uses
+    /// 800); 0 or ≥ train.steps = after training (default 800).
+    pub spectral_step: u64,
 }
 
 /// The extra runs behind claims C1b, C6a and C6b.
@@ -103,6 +106,7 @@ impl Default for TruncationStudy {
                 rank_fracs: vec![0.0, 0.05, 0.1, 0.2, 0.5, 1.0],
                 matrices: ["fc_in", "fc_out", "v_proj", "out_proj"].map(String::from).to_vec(),
                 keep_ks: vec![32, 13, 6, 3, 1],
+                spectral_step: 800,
             },
             variants: VariantsConfig {
                 low_alpha: true,

@@ -105,7 +105,8 @@ pub fn write_report(o: &StudyOutcome, study: &TruncationStudy) -> Result<(), Stu
             let mut keep = s.excess_keep.clone();
             keep.sort_by_key(|(k, _)| *k);
             r.paragraph(format!(
-                "W_2 of the last FFN: top left singular vector has |cos| {:.2} with u_τ (others ≤ {:.2}). τ-logit excess of FFN2 at scored clean positions: {:.2} with full W_1; keeping k directions of W_1: {}.",
+                "Step {}: W_2 of the last FFN: top left singular vector has |cos| {:.2} with u_τ (others ≤ {:.2}). τ-logit excess of FFN2 at scored clean positions: {:.2} with full W_1; keeping k directions of W_1: {}.",
+                s.step,
                 s.top_left_cos_u_tau,
                 s.max_other_cos_u_tau,
                 s.excess_full,

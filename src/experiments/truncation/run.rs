@@ -198,12 +198,25 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     if !quiet {
         eprintln!("[{}] training {} steps (α = {}, FFN layers {:?})", v.name, v.steps, v.alpha, v.ffn_layers);
     }
-    train_run(&mut task, &train, &opts, &mut sink)?;
+    let mut cache = SvdCache::new();
+    let snapshot = study.sweep.spectral_step;
+    let early_spectral = if v.name == "main" && snapshot > 0 && snapshot < v.steps {
+        // Diagnose the spectrum at the spec's step, then resume bit-identically.
+        train_run(&mut task, &train, &RunOptions { stop_after: Some(snapshot), ..opts.clone() }, &mut sink)?;
+        let s = spectral(&task, snapshot, &study.sweep.keep_ks, &mut cache)?;
+        train_run(&mut task, &train, &RunOptions { resume: true, ..opts }, &mut sink)?;
+        s
+    } else {
+        train_run(&mut task, &train, &opts, &mut sink)?;
+        None
+    };
     let dynamics: Vec<(u64, Metrics)> =
         sink.records.iter().filter(|(_, m)| m.contains_key("clean_p_noise")).cloned().collect();
-    let mut cache = SvdCache::new();
     let sweep = run_sweep(&task, &study.sweep, &mut cache)?;
-    let spectral = spectral(&task, &study.sweep.keep_ks, &mut cache)?;
+    let spectral = match early_spectral {
+        Some(s) => Some(s),
+        None => spectral(&task, v.steps, &study.sweep.keep_ks, &mut cache)?,
+    };
     let patterns = vec![example_pattern(&task, 0)?, example_pattern(&task, 1)?];
     let mut lines = String::new();
     for row in &sweep {

@@ -71,6 +71,8 @@ pub fn run_sweep(task: &NoisyRecallTask, cfg: &SweepConfig, cache: &mut SvdCache
 /// Spectral picture of the last FFN (spec §7.3).
 #[derive(Debug, Clone, Serialize)]
 pub struct Spectral {
+    /// Training step of the diagnosed weights.
+    pub step: u64,
     /// Singular values by matrix name (`blocks.l.mlp.fc_*.weight`).
     pub spectra: Vec<(String, Vec<f32>)>,
     /// |cos| of W_2's top left singular vector with u_τ (row τ of W_U).
@@ -114,7 +116,7 @@ fn ffn_excess(task: &NoisyRecallTask) -> Result<f64> {
 
 /// Spectra of all FFN matrices and the diagnosis of the last FFN; `None`
 /// when the last layer has no two-matrix FFN.
-pub fn spectral(task: &NoisyRecallTask, keep_ks: &[usize], cache: &mut SvdCache) -> Result<Option<Spectral>> {
+pub fn spectral(task: &NoisyRecallTask, step: u64, keep_ks: &[usize], cache: &mut SvdCache) -> Result<Option<Spectral>> {
     let params = task.model.params();
     let last = task.model.n_layers() - 1;
     let w2_name = format!("blocks.{last}.mlp.fc_out.weight");
@@ -145,7 +147,7 @@ pub fn spectral(task: &NoisyRecallTask, keep_ks: &[usize], cache: &mut SvdCache)
         let e = with_edits(params, &edits, cache, &map, || ffn_excess(task)).map_err(wrap)??;
         excess_keep.push((k, e));
     }
-    Ok(Some(Spectral { spectra, top_left_cos_u_tau: top, max_other_cos_u_tau: other, excess_full, excess_keep }))
+    Ok(Some(Spectral { step, spectra, top_left_cos_u_tau: top, max_other_cos_u_tau: other, excess_full, excess_keep }))
 }
 
 /// Layer-`layer` attention pattern of the first clean sequence `(query, key)`.
