@@ -1,8 +1,16 @@
 //! Whole models built from `nn` blocks. May import `nn` and `interp::hooks`.
 
 pub mod gpt;
+pub mod gpt_neox;
+pub mod hf;
+pub mod pretrained;
+pub mod qwen2;
 
 pub use gpt::{Gpt, GptConfig, UnembedKind};
+pub use gpt_neox::{GptNeox, GptNeoxConfig, HfGptNeoxConfig};
+pub use hf::{HfArch, HfError, KvCache};
+pub use pretrained::Pretrained;
+pub use qwen2::{HfQwen2Config, Qwen2, Qwen2Config};
 
 use candle_core::{Result, Tensor};
 
