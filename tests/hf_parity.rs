@@ -34,3 +34,46 @@ fn tiny_qwen2_sharded_matches_transformers() {
     let d = check("tiny-qwen2", HfArch::Qwen2);
     eprintln!("tiny-qwen2: max |Δlogits| = {d:e}");
 }
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+#[test]
+fn cached_greedy_generation_matches_recomputing_and_the_cli() {
+    use latentlab::models::generate::{generate, GenerateConfig};
+    for name in ["tiny-pythia", "tiny-qwen2"] {
+        let model = Pretrained::load(&fixture(name), &Device::Cpu).unwrap();
+        let prompt = [5u32, 9, 2];
+        let cfg = GenerateConfig { max_new: 6, ..GenerateConfig::default() };
+        let cached = generate(&model, &prompt, &cfg).unwrap();
+        // Recompute the whole sequence at every step, no cache.
+        let mut seq = prompt.to_vec();
+        for _ in 0..6 {
+            let ids = candle_core::Tensor::from_slice(&seq, (1, seq.len()), &Device::Cpu).unwrap();
+            let logits = model.forward(&ids, &mut Hooks::none()).unwrap();
+            let last = logits.get(0).unwrap().get(seq.len() - 1).unwrap();
+            seq.push(last.argmax(0).unwrap().to_scalar::<u32>().unwrap());
+        }
+        assert_eq!(cached, seq[3..], "{name}");
+
+        let sampled = |seed| generate(&model, &prompt, &GenerateConfig { max_new: 8, temperature: 1.0, seed, stop_token: None }).unwrap();
+        assert_eq!(sampled(1), sampled(1), "a seed fixes the sample");
+
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_latentlab"))
+            .args(["generate", "--model"])
+            .arg(fixture(name))
+            .args(["--prompt-ids", "5,9,2", "--max-new", "6"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let expected: Vec<String> = cached.iter().map(|t| t.to_string()).collect();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), expected.join(","));
+    }
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_latentlab"))
+        .args(["generate", "--model", "/nonexistent/model", "--prompt-ids", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("config.json"));
+}
