@@ -77,3 +77,24 @@ fn cached_greedy_generation_matches_recomputing_and_the_cli() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("config.json"));
 }
+
+#[test]
+fn tokenizer_json_round_trips_and_drives_text_prompts() {
+    use latentlab::models::HfTokenizer;
+    let tok = HfTokenizer::load(&fixture("tiny-pythia")).unwrap();
+    assert_eq!(tok.encode("w5 w9 w2 zz").unwrap(), vec![5, 9, 2, 0]);
+    assert_eq!(tok.decode(&[5, 9, 2]).unwrap(), "w5 w9 w2");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_latentlab"))
+        .args(["generate", "--model"])
+        .arg(fixture("tiny-qwen2"))
+        .args(["--prompt", "w5 w9 w2", "--max-new", "6"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let ids: Vec<u32> = lines[0].split(',').map(|t| t.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 6);
+    assert_eq!(lines[1], tok.decode(&ids).unwrap());
+    assert!(HfTokenizer::load(Path::new("/nonexistent")).err().unwrap().to_string().contains("tokenizer.json"));
+}

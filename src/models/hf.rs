@@ -35,6 +35,8 @@ pub enum HfError {
     Shape { dir: String, name: String, expected: Vec<usize>, got: Vec<usize> },
     #[error("{dir}: tensor `{name}` has dtype {dtype}; supported: F32, BF16, F16")]
     Dtype { dir: String, name: String, dtype: String },
+    #[error("{path}: tokenizer: {msg}")]
+    Tokenizer { path: String, msg: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
