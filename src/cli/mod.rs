@@ -4,6 +4,7 @@ mod analyze;
 mod bench;
 mod data;
 mod eval;
+mod generate;
 mod reproduce;
 mod train;
 mod truncate;
@@ -48,6 +49,10 @@ pub enum Cmd {
     ///
     /// Example: latentlab truncate runs/truncation/main/checkpoints/step_00001000 --sweep --layers 1 --matrices fc_in,fc_out
     Truncate(truncate::Args),
+    /// Continue a prompt with a pretrained Hugging Face model (greedy or sampled, KV cache).
+    ///
+    /// Example: latentlab generate --model models/pythia-160m --prompt-ids 1,2,3 --max-new 8
+    Generate(generate::Args),
     /// Time training steps of standard configs.
     ///
     /// Example: latentlab bench --config small-gpt-d128 --steps 20
@@ -69,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Reproduce(a) => reproduce::run(a),
         Cmd::Truncate(a) => truncate::run(a),
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Generate(a) => generate::run(a),
     }
 }
 
@@ -95,6 +101,7 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || cause.is::<latentlab::interp::hooks::HookNameError>()
             || cause.is::<std::io::Error>()
             || cause.is::<UsageError>()
+            || cause.is::<latentlab::models::HfError>()
         {
             return 2;
         }

@@ -1,8 +1,19 @@
 //! Whole models built from `nn` blocks. May import `nn` and `interp::hooks`.
 
+pub mod generate;
 pub mod gpt;
+pub mod gpt_neox;
+pub mod hf;
+pub mod pretrained;
+pub mod qwen2;
+pub mod tokenizer;
 
 pub use gpt::{Gpt, GptConfig, UnembedKind};
+pub use gpt_neox::{GptNeox, GptNeoxConfig, HfGptNeoxConfig};
+pub use hf::{HfArch, HfError, KvCache};
+pub use pretrained::Pretrained;
+pub use qwen2::{HfQwen2Config, Qwen2, Qwen2Config};
+pub use tokenizer::HfTokenizer;
 
 use candle_core::{Result, Tensor};
 

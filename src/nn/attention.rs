@@ -85,28 +85,39 @@ impl Attention {
         let q = hooks.apply(HookPoint::AttnQ(l), q)?;
         let k = hooks.apply(HookPoint::AttnK(l), k)?;
         let v = hooks.apply(HookPoint::AttnV(l), v)?;
-        let scale = 1.0 / (dh as f64).sqrt();
-        let z = if hooks.wants(&HookPoint::AttnScores(l)) || hooks.wants(&HookPoint::AttnPattern(l)) {
-            self.explicit_pattern(&q, &k, &v, scale, hooks)?
-        } else {
-            let flat = |x: &Tensor| x.reshape((b, t, ()));
-            ops::causal_attention(&flat(&q)?, &flat(&k)?, &flat(&v)?, h, hk, scale)?.reshape((b, t, h, dh))?
-        };
+        let z = attend(&q, &k, &v, l, hooks)?;
         let z = hooks.apply(HookPoint::AttnZ(l), z)?;
         self.out_proj.forward(&z.reshape((b, t, h * dh))?)
     }
+}
 
-    /// The composed path with `hook_attn_scores` and `hook_pattern`;
-    /// returns z `(batch, pos, head_index, d_head)`.
-    fn explicit_pattern(&self, q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, hooks: &mut Hooks) -> Result<Tensor> {
-        let l = self.layer;
-        let rep = self.cfg.n_heads / self.cfg.n_kv_heads;
-        let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (b, h, pos, d_head)
-        let (q, k, v) = (heads(q)?, repeat_kv(heads(k)?, rep)?, repeat_kv(heads(v)?, rep)?);
-        let scores = hooks.apply(HookPoint::AttnScores(l), (q.matmul(&k.t()?)? * scale)?)?; // (b, h, q, k)
-        let pattern = hooks.apply(HookPoint::AttnPattern(l), ops::causal_softmax(&scores, 1.0)?)?;
-        pattern.matmul(&v)?.transpose(1, 2)
+/// Causal attention of layer `layer` in the TransformerLens layout, shared by
+/// every model: `q: (batch, query_pos, head_index, d_head)`, `k, v: (batch,
+/// key_pos, kv_head, d_head)` `-> z: (batch, query_pos, head_index, d_head)`,
+/// scale 1/√d_head; query i sees keys ≤ i + (key_pos − query_pos) (a KV cache).
+///
+/// The fused kernel runs unless a hook asks for `hook_attn_scores` or
+/// `hook_pattern`; then the composed path computes them explicitly.
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, hooks: &mut Hooks) -> Result<Tensor> {
+    let (b, t, h, dh) = q.dims4()?;
+    let hk = k.dim(2)?;
+    let scale = 1.0 / (dh as f64).sqrt();
+    if hooks.wants(&HookPoint::AttnScores(layer)) || hooks.wants(&HookPoint::AttnPattern(layer)) {
+        return explicit_pattern(q, k, v, layer, scale, hooks);
     }
+    let flat = |x: &Tensor| x.reshape((b, x.dim(1)?, ()));
+    ops::causal_attention(&flat(q)?, &flat(k)?, &flat(v)?, h, hk, scale)?.reshape((b, t, h, dh))
+}
+
+/// The composed path with `hook_attn_scores` and `hook_pattern`;
+/// returns z `(batch, pos, head_index, d_head)`.
+fn explicit_pattern(q: &Tensor, k: &Tensor, v: &Tensor, l: usize, scale: f64, hooks: &mut Hooks) -> Result<Tensor> {
+    let rep = q.dim(2)? / k.dim(2)?;
+    let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (b, h, pos, d_head)
+    let (q, k, v) = (heads(q)?, repeat_kv(heads(k)?, rep)?, repeat_kv(heads(v)?, rep)?);
+    let scores = hooks.apply(HookPoint::AttnScores(l), (q.matmul(&k.t()?)? * scale)?)?; // (b, h, q, k)
+    let pattern = hooks.apply(HookPoint::AttnPattern(l), ops::causal_softmax(&scores, 1.0)?)?;
+    pattern.matmul(&v)?.transpose(1, 2)
 }
 
 /// Repeat each KV head `rep` times: `(b, hk, t, dh) -> (b, hk·rep, t, dh)`.

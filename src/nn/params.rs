@@ -133,6 +133,24 @@ impl Params {
         Ok(())
     }
 
+    /// Store `value` (f32, contiguous) as parameter `name`, trainable or frozen;
+    /// an existing parameter of that name is replaced (pretrained weights).
+    pub fn insert(&self, name: &str, value: Tensor, frozen: bool) -> Result<Tensor> {
+        let value = value.to_dtype(DType::F32)?.to_device(&self.device)?.contiguous()?;
+        let mut s = self.store.lock().expect("store lock poisoned");
+        s.vars.remove(name);
+        s.frozen.remove(name);
+        if frozen {
+            s.frozen.insert(name.to_string(), value.clone());
+            Ok(value)
+        } else {
+            let v = Var::from_tensor(&value)?;
+            let out = v.as_tensor().clone();
+            s.vars.insert(name.to_string(), v);
+            Ok(out)
+        }
+    }
+
     /// Load every parameter from a safetensors file: names and shapes must
     /// match exactly (extra or missing tensors are errors).
     pub fn load_safetensors(&self, path: &Path) -> std::result::Result<(), ParamError> {

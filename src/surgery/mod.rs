@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod edit;
 pub mod error;
+pub mod hf_maps;
 pub mod params;
 pub mod svd;
 pub mod weights;
