@@ -80,7 +80,7 @@ fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p
         }
         let mut sum = 0.0f32;
         for x in &mut row[..valid] {
-            *x = (*x * g.scale - max).exp();
+            *x = super::cpu::fast_exp(*x * g.scale - max);
             sum += *x;
         }
         let inv = 1.0 / sum;
