@@ -56,7 +56,7 @@ fn train_writes_outputs_and_resume_is_bit_identical() {
     let d = tmp.path();
     let full = train(d, "full", 8, &[], None);
     assert!(full.status.success(), "{}", stderr(&full));
-    for f in ["config.toml", "metrics.jsonl", "summary.json", "checkpoints/latest"] {
+    for f in ["config.toml", "metrics.jsonl", "summary.json", "checkpoints/latest", "loss.svg", "eval.svg"] {
         assert!(d.join("full").join(f).exists(), "{f} missing");
     }
     let metrics = std::fs::read_to_string(d.join("full/metrics.jsonl")).unwrap();

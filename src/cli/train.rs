@@ -48,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut sink = MetricsSink::open(&dir.join("metrics.jsonl"), keep)?;
     let opts = RunOptions { dir: Some(dir.clone()), seed: cfg.seed, resume: args.resume, config_text: text, quiet: args.quiet, stop_after: args.stop_after };
     let summary = train_run(&mut task, &cfg.train, &opts, &mut sink)?;
+    write_plots(&dir, &sink)?;
     let mut line = format!("trained {} steps in {:.1}s: loss {:.4}", summary.steps, summary.seconds, summary.final_loss);
     for (k, v) in &summary.last_eval {
         line += &format!(", {k} {v:.4}");
@@ -64,4 +65,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
 fn latest_step(dir: &std::path::Path) -> anyhow::Result<u64> {
     Ok(latentlab::train::Checkpoint::latest(&dir.join("checkpoints"))?.map(|c| c.manifest.step).unwrap_or(0))
+}
+
+/// `loss.svg` (training loss) and `eval.svg` (every eval metric) in the run folder.
+fn write_plots(dir: &std::path::Path, sink: &MetricsSink) -> anyhow::Result<()> {
+    use latentlab::report::{line_chart, ChartSpec, Series};
+    let series = |name: &str| Series::new(name, sink.series(name).into_iter().map(|(s, v)| (s as f64, v)).collect());
+    let mut eval_names: Vec<String> =
+        sink.records.iter().flat_map(|(_, m)| m.keys().filter(|k| k.starts_with("eval_")).cloned()).collect();
+    eval_names.sort();
+    eval_names.dedup();
+    let charts = [
+        ("loss.svg", ChartSpec::new("Training loss", "step", "loss"), vec![series("loss")]),
+        ("eval.svg", ChartSpec::new("Evaluation", "step", "value"), eval_names.iter().map(|n| series(n)).collect()),
+    ];
+    for (file, spec, s) in charts {
+        if s.iter().any(|s| !s.points.is_empty()) {
+            let svg = line_chart(&spec, &s)?;
+            write_atomic(&dir.join(file), svg.as_bytes()).with_context(|| format!("writing {}", dir.join(file).display()))?;
+        }
+    }
+    Ok(())
 }
