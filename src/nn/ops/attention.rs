@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 
-use super::cpu::with_f32;
+use super::cpu::{fast_exp, row_dot, row_max, row_sum, with_f32};
 use rayon::prelude::*;
 
 /// Geometry of one call.
@@ -50,6 +50,19 @@ unsafe fn mm(
     lhs: *const f32, lhs_rs: usize, lhs_cs: usize,
     rhs: *const f32, rhs_rs: usize, rhs_cs: usize,
 ) {
+    // SAFETY: forwarded contract.
+    unsafe { mm_scaled(m, n, k, dst, dst_rs, dst_cs, accumulate, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs, 1.0) }
+}
+
+/// `mm` with the product scaled by `scale`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn mm_scaled(
+    m: usize, n: usize, k: usize,
+    dst: *mut f32, dst_rs: usize, dst_cs: usize, accumulate: bool,
+    lhs: *const f32, lhs_rs: usize, lhs_cs: usize,
+    rhs: *const f32, rhs_rs: usize, rhs_cs: usize,
+    scale: f32,
+) {
     // SAFETY: callers pass in-bounds pointers and strides for the given shapes.
     unsafe {
         gemm::gemm(
@@ -57,7 +70,7 @@ unsafe fn mm(
             dst, dst_cs as isize, dst_rs as isize, accumulate,
             lhs, lhs_cs as isize, lhs_rs as isize,
             rhs, rhs_cs as isize, rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 }, 1.0,
+            if accumulate { 1.0 } else { 0.0 }, scale,
             false, false, false,
             gemm::Parallelism::None,
         )
@@ -70,24 +83,19 @@ fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p
     let qp = q[b * t * g.q_row() + h * dh..].as_ptr();
     let kp = k[b * s * g.kv_row() + kvh * dh..].as_ptr();
     // SAFETY: Q_bh is t×dh with row stride q_row; K_bgᵀ is dh×s with col stride kv_row.
-    unsafe { mm(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row()) };
+    unsafe { mm_scaled(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row(), g.scale) };
     let offset = s - t;
     for (i, row) in p.chunks_exact_mut(s).enumerate() {
-        let valid = (i + offset + 1).min(s);
-        let mut max = f32::NEG_INFINITY;
-        for x in &row[..valid] {
-            max = max.max(*x * g.scale);
+        let (live, masked) = row.split_at_mut((i + offset + 1).min(s));
+        let max = row_max(live);
+        for x in live.iter_mut() {
+            *x = fast_exp(*x - max);
         }
-        let mut sum = 0.0f32;
-        for x in &mut row[..valid] {
-            *x = super::cpu::fast_exp(*x * g.scale - max);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        for x in &mut row[..valid] {
+        let inv = 1.0 / row_sum(live);
+        for x in live.iter_mut() {
             *x *= inv;
         }
-        row[valid..].fill(0.0);
+        masked.fill(0.0);
     }
 }
 
@@ -140,7 +148,7 @@ fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f
                     mm(s, dh, t, dvp.0.add(kv_off), g.kv_row(), 1, true, p.as_ptr(), 1, s, dzp, g.q_row(), 1);
                 }
                 for (prow, dprow) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
-                    let dot: f32 = prow.iter().zip(dprow.iter()).map(|(a, b)| a * b).sum();
+                    let dot = row_dot(prow, dprow);
                     for (d, &pv) in dprow.iter_mut().zip(prow) {
                         *d = pv * (*d - dot) * g.scale;
                     }
