@@ -35,6 +35,7 @@ fn families() -> Vec<(&'static str, GptConfig)> {
             },
         ),
         ("relu-no-bias", GptConfig { act: Act::Relu, bias: false, ..tiny() }),
+        ("relative-positions-gqa", GptConfig { pos: PosKind::None, rel_pos: 3, n_heads: 4, n_kv_heads: 2, ..tiny() }),
     ]
 }
 

@@ -62,6 +62,9 @@ pub struct GptConfig {
     pub rope_frac: f64,
     /// RoPE base (default 10000).
     pub rope_base: f64,
+    /// Clamp distance of DeBERTa-style relative positions; 0 = off (default 0).
+    #[serde(default)]
+    pub rel_pos: usize,
     /// W_Q fixed to the identity (default false).
     pub identity_q: bool,
     /// Biases in linear layers (default true).
@@ -96,6 +99,7 @@ impl Default for GptConfig {
             pos: PosKind::Learned,
             rope_frac: 1.0,
             rope_base: 10000.0,
+            rel_pos: 0,
             identity_q: false,
             bias: true,
             init: InitScheme::Gpt2,
@@ -131,6 +135,7 @@ impl GptConfig {
                 rope_base: self.rope_base,
                 max_seq_len: self.max_seq_len,
                 init: self.init,
+                rel_pos: self.rel_pos,
             },
             mlp: MlpConfig {
                 d_model: self.d_model,

@@ -1,7 +1,10 @@
 //! Multi-head causal self-attention: optional identity W_Q, biases, grouped KV
-//! heads, partial RoPE. Attention is the only layer that mixes positions.
+//! heads, partial RoPE, clamped relative positions with DeBERTa-style
+//! content↔position terms. Attention is the only layer that mixes positions.
 //!
 //! `pattern = softmax(q·kᵀ/√d_head + causal mask)`, `z = pattern·v`, `out = z·W_Oᵀ`.
+//! With relative positions (He et al., arXiv 2006.03654), δ(i, j) = clamp(j − i, −P, P):
+//! `score_ij = (q_i·k_j + q_i·Kr[δ(i,j)] + k_j·Qr[δ(j,i)]) / √(3·d_head)`.
 
 use candle_core::{Result, Tensor};
 
@@ -28,6 +31,9 @@ pub struct AttentionConfig {
     pub rope_base: f64,
     pub max_seq_len: usize,
     pub init: InitScheme,
+    /// Clamp distance P of relative positions (0 = none).
+    #[serde(default)]
+    pub rel_pos: usize,
 }
 
 /// One attention layer; field names are the checkpoint key segments.
@@ -38,8 +44,44 @@ pub struct Attention {
     v_proj: Linear,
     out_proj: Linear,
     rope: Option<Rope>,
+    rel: Option<RelPos>,
     cfg: AttentionConfig,
     layer: usize,
+}
+
+/// Relative-position tables `(head_index, d_head, 2P + 1)`: content→position
+/// keys `rel_k` and position→content queries `rel_q`.
+#[derive(Debug, Clone)]
+struct RelPos {
+    rel_k: Tensor,
+    rel_q: Tensor,
+    max_dist: usize,
+}
+
+impl RelPos {
+    /// Index tensor `(q, k)` with entries clamp(sign·(j − i), −P, P) + P.
+    fn index(&self, t: usize, s: usize, sign: i64, device: &candle_core::Device) -> Result<Tensor> {
+        let p = self.max_dist as i64;
+        let off = s as i64 - t as i64;
+        let idx: Vec<u32> = (0..t as i64)
+            .flat_map(|i| (0..s as i64).map(move |j| ((sign * (j - i - off)).clamp(-p, p) + p) as u32))
+            .collect();
+        Tensor::from_vec(idx, (t, s), device)
+    }
+
+    /// Content↔position score terms `(b, h, q, k)` for heads-first q, k.
+    fn scores(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let (b, h, t, _) = q.dims4()?;
+        let s = k.dim(2)?;
+        let gather = |x: &Tensor, table: &Tensor, rows: usize, cols: usize, sign: i64| -> Result<Tensor> {
+            let all = x.broadcast_matmul(&table.unsqueeze(0)?)?; // (b, h, rows, 2P+1)
+            let idx = self.index(rows, cols, sign, x.device())?.broadcast_as((b, h, rows, cols))?.contiguous()?;
+            all.contiguous()?.gather(&idx, 3)
+        };
+        let c2p = gather(q, &self.rel_k, t, s, 1)?; // q_i · Kr[δ(i, j)]
+        let p2c = gather(k, &self.rel_q, s, t, 1)?.transpose(2, 3)?; // k_j · Qr[δ(j, i)]
+        c2p + p2c
+    }
 }
 
 impl Attention {
@@ -59,7 +101,18 @@ impl Attention {
         } else {
             None
         };
-        Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, cfg: cfg.clone(), layer })
+        let rel = if cfg.rel_pos > 0 {
+            let n = 2 * cfg.rel_pos + 1;
+            let init = super::params::Init::Normal { std: 0.02 };
+            Some(RelPos {
+                rel_k: vb.get((h, dh, n), "rel_k", init, false)?,
+                rel_q: vb.get((h, dh, n), "rel_q", init, false)?,
+                max_dist: cfg.rel_pos,
+            })
+        } else {
+            None
+        };
+        Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, rel, cfg: cfg.clone(), layer })
     }
 
     /// `x: (batch, pos, d_model) -> (batch, pos, d_model)`.
@@ -85,7 +138,13 @@ impl Attention {
         let q = hooks.apply(HookPoint::AttnQ(l), q)?;
         let k = hooks.apply(HookPoint::AttnK(l), k)?;
         let v = hooks.apply(HookPoint::AttnV(l), v)?;
-        let z = attend(&q, &k, &v, l, hooks)?;
+        let z = match &self.rel {
+            None => attend(&q, &k, &v, l, hooks)?,
+            Some(rel) => {
+                let scale = 1.0 / (3.0 * dh as f64).sqrt();
+                explicit_pattern(&q, &k, &v, l, scale, Some(rel), hooks)?
+            }
+        };
         let z = hooks.apply(HookPoint::AttnZ(l), z)?;
         self.out_proj.forward(&z.reshape((b, t, h * dh))?)
     }
@@ -103,7 +162,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, hooks: &mut Hook
     let hk = k.dim(2)?;
     let scale = 1.0 / (dh as f64).sqrt();
     if hooks.wants(&HookPoint::AttnScores(layer)) || hooks.wants(&HookPoint::AttnPattern(layer)) {
-        return explicit_pattern(q, k, v, layer, scale, hooks);
+        return explicit_pattern(q, k, v, layer, scale, None, hooks);
     }
     let flat = |x: &Tensor| x.reshape((b, x.dim(1)?, ()));
     ops::causal_attention(&flat(q)?, &flat(k)?, &flat(v)?, h, hk, scale)?.reshape((b, t, h, dh))
@@ -111,11 +170,23 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, hooks: &mut Hook
 
 /// The composed path with `hook_attn_scores` and `hook_pattern`;
 /// returns z `(batch, pos, head_index, d_head)`.
-fn explicit_pattern(q: &Tensor, k: &Tensor, v: &Tensor, l: usize, scale: f64, hooks: &mut Hooks) -> Result<Tensor> {
+fn explicit_pattern(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    l: usize,
+    scale: f64,
+    rel: Option<&RelPos>,
+    hooks: &mut Hooks,
+) -> Result<Tensor> {
     let rep = q.dim(2)? / k.dim(2)?;
     let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (b, h, pos, d_head)
     let (q, k, v) = (heads(q)?, repeat_kv(heads(k)?, rep)?, repeat_kv(heads(v)?, rep)?);
-    let scores = hooks.apply(HookPoint::AttnScores(l), (q.matmul(&k.t()?)? * scale)?)?; // (b, h, q, k)
+    let mut raw = q.matmul(&k.t()?)?; // (b, h, q, k)
+    if let Some(rel) = rel {
+        raw = (raw + rel.scores(&q, &k)?)?;
+    }
+    let scores = hooks.apply(HookPoint::AttnScores(l), (raw * scale)?)?;
     let pattern = hooks.apply(HookPoint::AttnPattern(l), ops::causal_softmax(&scores, 1.0)?)?;
     pattern.matmul(&v)?.transpose(1, 2)
 }
@@ -127,4 +198,42 @@ fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
     }
     let (b, hk, t, dh) = x.dims4()?;
     x.unsqueeze(2)?.broadcast_as((b, hk, rep, t, dh))?.reshape((b, hk * rep, t, dh))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn relative_index_is_clamped_offset() -> Result<()> {
+        let dev = Device::Cpu;
+        let rel = RelPos { rel_k: Tensor::zeros((1, 1, 5), candle_core::DType::F32, &dev)?, rel_q: Tensor::zeros((1, 1, 5), candle_core::DType::F32, &dev)?, max_dist: 2 };
+        let idx: Vec<Vec<u32>> = rel.index(4, 4, 1, &dev)?.to_vec2()?;
+        // j − i clamped to [−2, 2], shifted by 2.
+        assert_eq!(idx[0], vec![2, 3, 4, 4]);
+        assert_eq!(idx[3], vec![0, 0, 1, 2]);
+        // With a KV cache (2 queries, 4 keys) query 0 is position 2.
+        let idx: Vec<Vec<u32>> = rel.index(2, 4, 1, &dev)?.to_vec2()?;
+        assert_eq!(idx[0], vec![0, 1, 2, 3]);
+        Ok(())
+    }
+
+    #[test]
+    fn position_terms_depend_only_on_the_offset() -> Result<()> {
+        let dev = Device::Cpu;
+        let rel = RelPos {
+            rel_k: Tensor::randn(0f32, 1., (1, 3, 5), &dev)?,
+            rel_q: Tensor::zeros((1, 3, 5), candle_core::DType::F32, &dev)?,
+            max_dist: 2,
+        };
+        // The same query content at every position: c2p(i, j) is a function of j − i.
+        let q = Tensor::ones((1, 1, 6, 3), candle_core::DType::F32, &dev)?;
+        let k = Tensor::zeros((1, 1, 6, 3), candle_core::DType::F32, &dev)?;
+        let s: Vec<Vec<f32>> = rel.scores(&q, &k)?.squeeze(0)?.squeeze(0)?.to_vec2()?;
+        assert_eq!(s[1][2], s[3][4]);
+        assert_eq!(s[0][5], s[1][4]); // offsets 5 and 3 both clamp to +2
+        assert_ne!(s[2][2], s[2][3]);
+        Ok(())
+    }
 }
