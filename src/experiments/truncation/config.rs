@@ -97,7 +97,7 @@ impl Default for TruncationStudy {
                 warmup_steps: 0,
                 clip_norm: 0.0,
                 log_every: 10,
-                eval_every: 50,
+                eval_every: 100,
                 checkpoint_every: 0,
                 ..TrainConfig::default()
             },
