@@ -18,6 +18,9 @@ pub struct EvalConfig {
     pub n_noisy: usize,
     /// Probe after every one of the first n steps (default 10).
     pub early_steps: u64,
+    /// Further probe steps besides every `train.eval_every` (default [20, 50]).
+    #[serde(default)]
+    pub extra_steps: Vec<u64>,
 }
 
 /// The truncation grid applied after training.
@@ -101,7 +104,7 @@ impl Default for TruncationStudy {
                 checkpoint_every: 0,
                 ..TrainConfig::default()
             },
-            eval: EvalConfig { n_clean: 256, n_noisy: 256, early_steps: 10 },
+            eval: EvalConfig { n_clean: 256, n_noisy: 256, early_steps: 10, extra_steps: vec![20, 50] },
             sweep: SweepConfig {
                 rank_fracs: vec![0.0, 0.05, 0.1, 0.2, 0.5, 1.0],
                 matrices: ["fc_in", "fc_out", "v_proj", "out_proj"].map(String::from).to_vec(),

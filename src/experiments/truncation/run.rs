@@ -170,6 +170,7 @@ impl VariantRun {
             clean: clean_eval_set(&data, study.eval.n_clean),
             noisy: noisy_eval_set(&data, study.eval.n_noisy),
             early_steps: study.eval.early_steps,
+            extra_steps: study.eval.extra_steps.clone(),
         })
     }
 }
@@ -184,6 +185,7 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     let eval_every = if v.name == "main" { study.train.eval_every } else { 0 };
     if v.name != "main" {
         task.early_steps = 0;
+        task.extra_steps.clear();
     }
     let train = crate::train::TrainConfig { steps: v.steps, eval_every, ..study.train.clone() };
     let mut sink = MetricsSink::open(&vdir.join("metrics.jsonl"), None)?;

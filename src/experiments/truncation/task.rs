@@ -120,6 +120,8 @@ pub struct NoisyRecallTask {
     pub clean: NoisyRecallBatch,
     pub noisy: NoisyRecallBatch,
     pub early_steps: u64,
+    /// Further probe steps.
+    pub extra_steps: Vec<u64>,
 }
 
 impl NoisyRecallTask {
@@ -178,6 +180,6 @@ impl Task for NoisyRecallTask {
         self.probes()
     }
     fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
-        step <= self.early_steps || (cfg.eval_every > 0 && step % cfg.eval_every == 0)
+        step <= self.early_steps || self.extra_steps.contains(&step) || (cfg.eval_every > 0 && step % cfg.eval_every == 0)
     }
 }
