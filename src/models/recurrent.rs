@@ -47,9 +47,8 @@ impl RecurrentConfig {
         self.d_model / self.n_heads.max(1)
     }
 
-    /// The block config of layer `layer` (pre-LN, ReLU MLP, biases, PyTorch init).
-    pub fn block(&self, layer: usize) -> BlockConfig {
-        let _ = layer;
+    /// The config of every layer (pre-LN, ReLU MLP, biases, PyTorch init).
+    pub fn block(&self) -> BlockConfig {
         BlockConfig {
             attn: AttentionConfig {
                 d_model: self.d_model,
@@ -75,7 +74,7 @@ impl Validate for RecurrentConfig {
     fn validate(&self) -> std::result::Result<(), ConfigError> {
         let k = |f: &str| format!("model.{f}");
         check(!self.factor_sizes.is_empty() && self.factor_sizes.iter().all(|&n| n > 0), &k("factor_sizes"), "must be non-empty sizes > 0")?;
-        check(self.d_model > 0 && self.n_heads > 0 && self.d_model % self.n_heads == 0, &k("n_heads"), "must divide d_model")?;
+        check(self.d_model > 0 && self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads), &k("n_heads"), "must divide d_model")?;
         check(self.n_layers > 0, &k("n_layers"), "must be > 0")?;
         check(self.d_mlp > 0, &k("d_mlp"), "must be > 0")?;
         check((0.0..=1.0).contains(&self.rope_frac), &k("rope_frac"), "must be in [0, 1]")?;
@@ -110,7 +109,7 @@ impl Recurrent {
         let vb = params.root();
         let d = cfg.d_model;
         let embed = FactoredEmbedding::new(&cfg.factor_sizes, d, Init::Normal { std: 1.0 }, &vb.pp("embed"))?;
-        let blocks = (0..cfg.n_layers).map(|l| Block::new(&cfg.block(l), l, &vb.pp("blocks").pp(l))).collect::<Result<Vec<_>>>()?;
+        let blocks = (0..cfg.n_layers).map(|l| Block::new(&cfg.block(), l, &vb.pp("blocks").pp(l))).collect::<Result<Vec<_>>>()?;
         let ln_final = Norm::new(NormKind::Layer, d, 1e-5, &vb.pp("ln_final"))?;
         let heads = cfg
             .factor_sizes

@@ -142,8 +142,7 @@ impl RecursiveStudy {
     /// The `--quick` version: the smoke profile of spec §11.1 (train N = 12, depth ≤ 3;
     /// test N ∈ {12, 24, 48}, 64 graphs each), 300 steps, discrete + EC and feed-forward.
     pub fn quick() -> Self {
-        let mut s = Self::default();
-        s.name = "recursive-quick".into();
+        let mut s = Self { name: "recursive-quick".into(), ..Self::default() };
         s.data.n_nodes = 12;
         s.data.max_depth = 3;
         s.train.steps = 300;
