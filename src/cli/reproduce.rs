@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use latentlab::config;
+use latentlab::experiments::recursive::{self, RecursiveStudy};
 use latentlab::experiments::truncation::{self, TruncationStudy};
 
 #[derive(Debug, clap::Args)]
@@ -28,7 +29,7 @@ pub struct Args {
 
 const STUDIES: &[(&str, &str)] = &[
     ("truncation", "noisy in-context recall; FFN vs attention; weight truncation (arXiv 2406.03068)"),
-    ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095) — not yet implemented"),
+    ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095) — foundation: ladder training and OOD sweep"),
     ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418) — not yet implemented"),
 ];
 
@@ -41,6 +42,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         "truncation" => truncation_study(&args),
+        "recursive" => recursive_study(&args),
         other => {
             let names: Vec<&str> = STUDIES.iter().map(|s| s.0).collect();
             Err(super::UsageError(format!(
@@ -52,15 +54,53 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn truncation_study(args: &Args) -> anyhow::Result<()> {
+/// `--set` list with `--seed` folded in (and a per-seed run name unless one is set).
+fn sets_with_seed(args: &Args, study: &str) -> Vec<String> {
     let mut sets = args.sets.clone();
     if let Some(seed) = args.seed {
         sets.push(format!("seed={seed}"));
         if !args.sets.iter().any(|s| s.starts_with("name=")) {
-            let base = if args.quick { "truncation-quick" } else { "truncation" };
+            let base = if args.quick { format!("{study}-quick") } else { study.to_string() };
             sets.push(format!("name={base}-seed{seed}"));
         }
     }
+    sets
+}
+
+fn print_claims<'a>(claims: impl Iterator<Item = (&'a str, bool, &'a str, &'a str)>) -> usize {
+    println!("{:<5} {:<6} {:<60} measured", "claim", "result", "band");
+    let mut passed = 0;
+    for (id, pass, band, measured) in claims {
+        passed += usize::from(pass);
+        println!("{id:<5} {:<6} {band:<60} {measured}", if pass { "PASS" } else { "FAIL" });
+    }
+    passed
+}
+
+fn recursive_study(args: &Args) -> anyhow::Result<()> {
+    let sets = sets_with_seed(args, "recursive");
+    let study: RecursiveStudy = if args.quick {
+        config::load_over(RecursiveStudy::quick(), args.config.as_deref(), &sets)?
+    } else {
+        config::load(args.config.as_deref(), &sets)?
+    };
+    let o = recursive::reproduce(&study, args.quick, args.quiet)?;
+    let sizes: Vec<String> = study.eval.sizes.iter().map(|n| format!("N={n}")).collect();
+    println!("{:<12} {:>8} {:>8}  fully solved (node acc) at {}", "variant", "params", "ms/step", sizes.join(", "));
+    for v in &o.variants {
+        let cells: Vec<String> = v.sizes.iter().map(|s| format!("{:.3} ({:.3})", s.solved, s.node_acc)).collect();
+        println!("{:<12} {:>8} {:>8.1}  {}", v.variant.name, v.n_params, v.ms_per_step, cells.join("  "));
+    }
+    for n in &o.notes {
+        println!("note: {n}");
+    }
+    let passed = print_claims(o.claims.iter().map(|c| (c.id, c.pass, c.band.as_str(), c.measured.as_str())));
+    println!("{passed}/{} claims pass; {:.0} s; results: {}", o.claims.len(), o.seconds, o.dir.join("results.json").display());
+    Ok(())
+}
+
+fn truncation_study(args: &Args) -> anyhow::Result<()> {
+    let sets = sets_with_seed(args, "truncation");
     let study: TruncationStudy = if args.quick {
         config::load_over(TruncationStudy::quick(), args.config.as_deref(), &sets)?
     } else {

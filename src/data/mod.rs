@@ -3,6 +3,7 @@
 
 pub mod assoc_memory;
 pub mod char_stats;
+pub mod compgraph;
 pub mod error;
 pub mod induction;
 pub mod noisy_recall;

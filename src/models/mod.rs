@@ -6,6 +6,7 @@ pub mod gpt_neox;
 pub mod hf;
 pub mod pretrained;
 pub mod qwen2;
+pub mod recurrent;
 pub mod tokenizer;
 
 pub use gpt::{Gpt, GptConfig, UnembedKind};
@@ -13,6 +14,7 @@ pub use gpt_neox::{GptNeox, GptNeoxConfig, HfGptNeoxConfig};
 pub use hf::{HfArch, HfError, KvCache};
 pub use pretrained::Pretrained;
 pub use qwen2::{HfQwen2Config, Qwen2, Qwen2Config};
+pub use recurrent::{Halt, Recurrent, RecurrentConfig};
 pub use tokenizer::HfTokenizer;
 
 use candle_core::{Result, Tensor};

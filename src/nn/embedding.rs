@@ -43,3 +43,30 @@ pub enum PosKind {
     /// No position information besides the causal mask.
     None,
 }
+
+/// One table per categorical factor, summed: `Σ_f E_f[ids[.., f]]` (factored tokens,
+/// e.g. SYNTAX/VARIABLE/OPERATION/VALUE in arXiv 2510.14095). Tables are `{vb}.{f}.weight`.
+#[derive(Debug, Clone)]
+pub struct FactoredEmbedding {
+    pub factors: Vec<Embedding>,
+}
+
+impl FactoredEmbedding {
+    pub fn new(sizes: &[usize], d_model: usize, init: Init, vb: &ParamBuilder) -> Result<Self> {
+        let factors = sizes.iter().enumerate().map(|(f, &n)| Embedding::new(n, d_model, init, false, &vb.pp(f))).collect::<Result<_>>()?;
+        Ok(Self { factors })
+    }
+
+    /// `ids: (batch, pos, n_factors) u32 -> (batch, pos, d_model)`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for (f, table) in self.factors.iter().enumerate() {
+            let e = table.forward(&ids.narrow(2, f, 1)?.squeeze(2)?.contiguous()?)?;
+            sum = Some(match sum {
+                Some(s) => (s + e)?,
+                None => e,
+            });
+        }
+        sum.ok_or_else(|| candle_core::Error::Msg("FactoredEmbedding with no factors".into()))
+    }
+}

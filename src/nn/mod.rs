@@ -16,7 +16,7 @@ pub mod rope;
 
 pub use attention::{Attention, AttentionConfig};
 pub use block::{Block, BlockConfig, ResidualKind};
-pub use embedding::{Embedding, PosKind};
+pub use embedding::{Embedding, FactoredEmbedding, PosKind};
 pub use linear::Linear;
 pub use mlp::{Act, FfnKind, Mlp, MlpConfig};
 pub use norm::{Norm, NormKind};

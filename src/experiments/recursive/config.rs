@@ -1,0 +1,191 @@
+//! The study's config tree; every default is the spec's CPU-scale full profile (spec §11):
+//! ADD, p = 23, train N = 16 (depth ≤ 4), pool 64; d = 64, 4 heads, 3 layers; AdamW 1e-3,
+//! wd 0.01, constant lr, 64 graphs per step, 8,000 steps; test N ∈ {8, 16, 24, 32, 48, 64}.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{check, ConfigError, Validate};
+use crate::data::compgraph::CompGraphConfig;
+use crate::models::RecurrentConfig;
+use crate::train::{OptimizerKind, ScheduleKind, TrainConfig};
+
+/// How a variant is trained and run (the ablation ladder, spec §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Teacher-forced one-step transitions; argmax + re-embed between steps.
+    Discrete,
+    /// Hidden state fed back, per-step supervision, backprop through all steps.
+    Continuous,
+    /// One pass of the block stack, trained on the final label only.
+    FeedForward,
+    /// The block stack applied `e2e_loops` times (continuous), final label only.
+    RecurrentE2e,
+}
+
+/// Which RHS positions of S_t a corrupted batch may change (spec §4.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorruptStrategy {
+    /// Nodes due at this step (depth == t), the official default.
+    Last,
+    /// Nodes of depth ≤ t.
+    Random,
+    /// Nodes computed at earlier steps (depth ≤ t − 1), the paper's wording.
+    Previous,
+}
+
+/// Error-correction training (spec §4.4, CPU values §11.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptionConfig {
+    /// Probability that a training batch is corrupted (default 0.1).
+    pub batch_prob: f64,
+    /// Per-candidate corruption probability (default 0.5).
+    pub token_prob: f64,
+    /// Candidate positions (default last).
+    pub strategy: CorruptStrategy,
+}
+
+/// One trained model of the ladder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    pub name: String,
+    pub method: Method,
+    /// Layers in the block (3 for recurrent variants, 6 for feed-forward).
+    pub n_layers: usize,
+    /// Error-correction training (discrete only).
+    pub error_correction: bool,
+}
+
+/// The OOD sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Test graph sizes N, depth uncapped (default [8, 16, 24, 32, 48, 64]).
+    pub sizes: Vec<usize>,
+    /// Graphs per size, fixed seeds (default 256).
+    pub n_graphs: usize,
+    /// Steps beyond each evaluation chunk's max depth (default 2: T = D + 2).
+    pub extra_steps: usize,
+    /// Graphs per forward pass (default 64).
+    pub batch: usize,
+    /// In-distribution graphs evaluated during training (default 64).
+    pub n_val: usize,
+}
+
+/// `latentlab reproduce recursive` configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecursiveStudy {
+    /// Output folder name under `out_dir` (default "recursive").
+    pub name: String,
+    /// Parent of run folders (default "runs").
+    pub out_dir: String,
+    /// Seed of model init and data (default 0).
+    pub seed: u64,
+    /// Training graphs (N = 16, depth ≤ 4, 6 leaves, fan-in 1..3, ADD, p = 23, pool 64).
+    pub data: CompGraphConfig,
+    /// The recurrent block (`factor_sizes` is derived from `data`; `n_layers` per variant).
+    pub model: RecurrentConfig,
+    pub train: TrainConfig,
+    /// Loops of the recurrent end-to-end baseline (default 2).
+    pub e2e_loops: usize,
+    pub corruption: CorruptionConfig,
+    pub eval: EvalConfig,
+    pub variants: Vec<Variant>,
+}
+
+fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
+    Variant { name: name.into(), method, n_layers, error_correction }
+}
+
+impl Default for RecursiveStudy {
+    fn default() -> Self {
+        let data = CompGraphConfig::default();
+        let model = RecurrentConfig { factor_sizes: data.vocab().sizes().to_vec(), ..RecurrentConfig::default() };
+        Self {
+            name: "recursive".into(),
+            out_dir: "runs".into(),
+            seed: 0,
+            data,
+            model,
+            train: TrainConfig {
+                steps: 8000,
+                batch_size: 64,
+                lr: 1e-3,
+                optimizer: OptimizerKind::Adamw,
+                weight_decay: 0.01,
+                schedule: ScheduleKind::Constant,
+                warmup_steps: 100,
+                clip_norm: 1.0,
+                log_every: 20,
+                eval_every: 500,
+                checkpoint_every: 0,
+                ..TrainConfig::default()
+            },
+            e2e_loops: 2,
+            corruption: CorruptionConfig { batch_prob: 0.1, token_prob: 0.5, strategy: CorruptStrategy::Last },
+            eval: EvalConfig { sizes: vec![8, 16, 24, 32, 48, 64], n_graphs: 256, extra_steps: 2, batch: 64, n_val: 64 },
+            variants: vec![
+                variant("discrete-ec", Method::Discrete, 3, true),
+                variant("discrete", Method::Discrete, 3, false),
+                variant("continuous", Method::Continuous, 3, false),
+                variant("feedforward", Method::FeedForward, 6, false),
+            ],
+        }
+    }
+}
+
+impl RecursiveStudy {
+    /// The `--quick` version: the smoke profile of spec §11.1 (train N = 12, depth ≤ 3;
+    /// test N ∈ {12, 24, 48}, 64 graphs each), 300 steps, discrete + EC and feed-forward.
+    pub fn quick() -> Self {
+        let mut s = Self { name: "recursive-quick".into(), ..Self::default() };
+        s.data.n_nodes = 12;
+        s.data.max_depth = 3;
+        s.train.steps = 300;
+        s.train.warmup_steps = 30;
+        s.train.eval_every = 100;
+        s.eval.sizes = vec![12, 24, 48];
+        s.eval.n_graphs = 64;
+        s.eval.n_val = 32;
+        s.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+        s
+    }
+
+    /// The block config of `v` (factor sizes from the data vocabulary).
+    pub fn model_for(&self, v: &Variant) -> RecurrentConfig {
+        RecurrentConfig { factor_sizes: self.data.vocab().sizes().to_vec(), n_layers: v.n_layers, ..self.model.clone() }
+    }
+}
+
+impl Validate for RecursiveStudy {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check(!self.name.is_empty() && !self.name.contains('/'), "name", "must be a non-empty name without `/`")?;
+        self.data.validate().map_err(|e| ConfigError::Invalid { key: "data".into(), msg: e.to_string() })?;
+        let largest = self.eval.sizes.iter().copied().max().unwrap_or(0);
+        check(self.data.name_pool >= largest, "data.name_pool", format!("must be ≥ the largest eval size ({largest})"))?;
+        self.model.validate()?;
+        self.train.validate()?;
+        check(self.e2e_loops > 0, "e2e_loops", "must be > 0")?;
+        check((0.0..=1.0).contains(&self.corruption.batch_prob), "corruption.batch_prob", "must be in [0, 1]")?;
+        check((0.0..=1.0).contains(&self.corruption.token_prob), "corruption.token_prob", "must be in [0, 1]")?;
+        check(!self.eval.sizes.is_empty(), "eval.sizes", "must list at least one size")?;
+        for (i, &n) in self.eval.sizes.iter().enumerate() {
+            check(n >= self.data.n_leaves, &format!("eval.sizes[{i}]"), "must be ≥ data.n_leaves")?;
+        }
+        check(self.eval.n_graphs > 0 && self.eval.batch > 0 && self.eval.n_val > 0, "eval.n_graphs", "eval counts must be > 0")?;
+        check(!self.variants.is_empty(), "variants", "must list at least one variant")?;
+        for (i, v) in self.variants.iter().enumerate() {
+            check(v.n_layers > 0, &format!("variants[{i}].n_layers"), "must be > 0")?;
+            check(
+                !v.error_correction || v.method == Method::Discrete,
+                &format!("variants[{i}].error_correction"),
+                "only the discrete method trains with corruption",
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,292 @@
+//! Training task and evaluation of the recursive study (spec §4.2–4.4, §7): teacher-forced
+//! one-step transitions with one random step per graph (spec §11.3), optional corruption for
+//! error correction, continuous BPTT and end-to-end losses; evaluation by iterating the model
+//! and scoring fully-solved graphs and per-node values after every step.
+
+use candle_core::{Device, Result, Tensor};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use super::config::{CorruptStrategy, CorruptionConfig, EvalConfig, Method, Variant};
+use crate::data::compgraph::{encode, sample_problem, CompGraphConfig, Encoded, Token, Vocab, VALUE_FACTOR};
+use crate::interp::hooks::Hooks;
+use crate::models::{Halt, Recurrent};
+use crate::nn::{ops, Params};
+use crate::train::{Metrics, Task};
+
+/// Padded sequences with per-position targets; factor-major rows `(batch, len, 4)`.
+#[derive(Debug, Clone)]
+pub struct GraphBatch {
+    pub batch: usize,
+    pub len: usize,
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+    /// 1 at non-padding positions (the loss averages over them; a documented deviation).
+    pub weights: Vec<f32>,
+    pub rhs_depth: Vec<i32>,
+    pub n_parents: Vec<u8>,
+    /// The transition index t of each row (input S_t, target S_{t+1}).
+    pub step: Vec<usize>,
+}
+
+impl GraphBatch {
+    fn new(enc: &[&Encoded], vocab: &Vocab, rows: impl Fn(usize) -> (Vec<Token>, Vec<Token>, usize)) -> Self {
+        let len = enc.iter().map(|e| e.len()).max().unwrap_or(0);
+        let pad = vocab.pad();
+        let n = enc.len() * len;
+        let mut b = GraphBatch {
+            batch: enc.len(),
+            len,
+            inputs: Vec::with_capacity(n * 4),
+            targets: Vec::with_capacity(n * 4),
+            weights: Vec::with_capacity(n),
+            rhs_depth: Vec::with_capacity(n),
+            n_parents: Vec::with_capacity(n),
+            step: Vec::new(),
+        };
+        for (i, e) in enc.iter().enumerate() {
+            let (input, target, t) = rows(i);
+            for k in 0..len {
+                let real = k < e.len();
+                b.inputs.extend_from_slice(if real { &input[k] } else { &pad });
+                b.targets.extend_from_slice(if real { &target[k] } else { &pad });
+                b.weights.push(if real { 1.0 } else { 0.0 });
+                b.rhs_depth.push(if real { e.rhs_depth[k] } else { -1 });
+                b.n_parents.push(if real { e.n_parents[k] } else { 0 });
+            }
+            b.step.push(t);
+        }
+        b
+    }
+
+    /// `(batch, len, 4)` u32 input state.
+    pub fn input_tensor(&self, device: &Device) -> Result<Tensor> {
+        Tensor::from_slice(&self.inputs, (self.batch, self.len, 4), device)
+    }
+}
+
+/// One transition per graph: t uniform in 0..=D_batch, input S_t, target S_{t+1}; on a
+/// corrupted batch, candidate RHS values of S_t are redrawn uniformly over the VALUE vocabulary.
+pub fn transition_batch(enc: &[&Encoded], vocab: &Vocab, rng: &mut ChaCha8Rng, corrupt: Option<&CorruptionConfig>) -> GraphBatch {
+    let d_batch = enc.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap_or(0).max(0) as usize;
+    let steps: Vec<usize> = enc.iter().map(|_| rng.random_range(0..=d_batch)).collect();
+    let n_values = vocab.sizes()[VALUE_FACTOR] as u32;
+    let mut inputs: Vec<Vec<Token>> = enc.iter().zip(&steps).map(|(e, &t)| e.state(t)).collect();
+    if let Some(c) = corrupt {
+        for ((e, &t), input) in enc.iter().zip(&steps).zip(inputs.iter_mut()) {
+            for (k, &d) in e.rhs_depth.iter().enumerate() {
+                let due = match c.strategy {
+                    CorruptStrategy::Last => d >= 0 && d as usize == t,
+                    CorruptStrategy::Random => d >= 0 && d as usize <= t,
+                    CorruptStrategy::Previous => d >= 0 && (d as usize) < t,
+                };
+                if due && rng.random::<f64>() < c.token_prob {
+                    input[k][VALUE_FACTOR] = rng.random_range(0..n_values);
+                }
+            }
+        }
+    }
+    GraphBatch::new(enc, vocab, |i| (inputs[i].clone(), enc[i].state(steps[i] + 1), steps[i]))
+}
+
+/// Input X, target the final label Y (end-to-end baselines).
+pub fn final_batch(enc: &[&Encoded], vocab: &Vocab) -> GraphBatch {
+    GraphBatch::new(enc, vocab, |i| (enc[i].tokens.clone(), enc[i].labels.clone(), 0))
+}
+
+/// Σ_f mean CE over non-padding positions of `logits[f]: (batch, len, vocab_f)` against
+/// `targets` (`(batch, len, 4)` rows).
+pub fn factor_loss(logits: &[Tensor], targets: &[u32], weights: &[f32], device: &Device) -> Result<Tensor> {
+    let n = weights.len();
+    let w = Tensor::from_slice(weights, n, device)?;
+    let mut total: Option<Tensor> = None;
+    for (f, l) in logits.iter().enumerate() {
+        let tf: Vec<u32> = (0..n).map(|i| targets[i * 4 + f]).collect();
+        let v = l.dim(2)?;
+        let ce = ops::cross_entropy(&l.reshape((n, v))?, &Tensor::from_vec(tf, n, device)?, Some(&w))?;
+        total = Some(match total {
+            Some(t) => (t + ce)?,
+            None => ce,
+        });
+    }
+    total.ok_or_else(|| candle_core::Error::Msg("no factors".into()))
+}
+
+/// Host-side states after each step of `variant` from input `x: (batch, len, 4)`.
+pub fn run_states(model: &Recurrent, variant: &Variant, e2e_loops: usize, x: &Tensor, steps: usize) -> Result<Vec<Vec<u32>>> {
+    let mut hooks = Hooks::none();
+    let states: Vec<Tensor> = match variant.method {
+        Method::Discrete => model.iterate(x, Halt::Fixed(steps), &mut hooks)?,
+        Method::Continuous => model
+            .iterate_continuous(x, steps, &mut hooks)?
+            .iter()
+            .map(|l| Recurrent::discretize(l))
+            .collect::<Result<_>>()?,
+        Method::FeedForward | Method::RecurrentE2e => {
+            let loops = if variant.method == Method::FeedForward { 1 } else { e2e_loops };
+            let logits = model.iterate_continuous(x, loops, &mut hooks)?;
+            vec![Recurrent::discretize(logits.last().expect("≥ 1 loop"))?]
+        }
+    };
+    states.iter().map(|s| s.flatten_all()?.to_vec1::<u32>()).collect()
+}
+
+/// Fully-solved and per-node accuracy of one size N.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SizeResult {
+    pub n_nodes: usize,
+    pub n_graphs: usize,
+    pub mean_depth: f64,
+    pub max_depth: usize,
+    /// Steps run (max depth + extra; 1 or e2e loops for end-to-end models).
+    pub steps: usize,
+    /// Fully solved after the last step.
+    pub solved: f64,
+    /// RHS values correct after the last step.
+    pub node_acc: f64,
+    /// Fully solved after step 1..=steps.
+    pub solved_by_step: Vec<f64>,
+    /// Fraction solved after exactly own depth + 1 steps (recurrent methods).
+    pub solved_at_depth_plus_one: f64,
+}
+
+/// Evaluate `variant` on `set` (graphs of one size), `eval.batch` graphs per pass.
+pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set: &[Encoded], eval: &EvalConfig, vocab: &Vocab) -> Result<SizeResult> {
+    let depth = |e: &Encoded| e.rhs_depth.iter().copied().max().unwrap_or(0).max(0) as usize;
+    let max_depth = set.iter().map(depth).max().unwrap_or(0);
+    let recurrent = matches!(variant.method, Method::Discrete | Method::Continuous);
+    let steps = if recurrent { max_depth + eval.extra_steps } else { 1 };
+    let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; steps], ..Default::default() };
+    let (mut nodes, mut nodes_ok) = (0usize, 0usize);
+    for chunk in set.chunks(eval.batch) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let b = final_batch(&refs, vocab);
+        let states = run_states(model, variant, e2e_loops, &b.input_tensor(model.params().device())?, steps)?;
+        for (i, e) in chunk.iter().enumerate() {
+            let row = |k: usize| i * b.len * 4 + k * 4;
+            let solved = |s: &[u32]| (0..e.len()).all(|k| s[row(k)..row(k) + 4] == e.labels[k]);
+            for (t, s) in states.iter().enumerate() {
+                if solved(s) {
+                    r.solved_by_step[t] += 1.0;
+                    if recurrent && t == depth(e) {
+                        r.solved_at_depth_plus_one += 1.0;
+                    }
+                }
+            }
+            let last = states.last().expect("≥ 1 step");
+            for k in (0..e.len()).filter(|&k| e.rhs_depth[k] >= 0) {
+                nodes += 1;
+                nodes_ok += usize::from(last[row(k) + VALUE_FACTOR] == e.labels[k][VALUE_FACTOR]);
+            }
+            r.mean_depth += depth(e) as f64;
+            r.n_nodes = e.rhs_depth.iter().filter(|&&d| d >= 0).count();
+        }
+    }
+    let n = set.len().max(1) as f64;
+    r.solved_by_step.iter_mut().for_each(|v| *v /= n);
+    r.solved = r.solved_by_step.last().copied().unwrap_or(0.0);
+    r.solved_at_depth_plus_one /= n;
+    r.mean_depth /= n;
+    r.node_acc = nodes_ok as f64 / nodes.max(1) as f64;
+    Ok(r)
+}
+
+/// `n` encoded graphs of `cfg`, drawn from `seed`.
+pub fn graph_set(cfg: &CompGraphConfig, n: usize, seed: u64) -> Vec<Encoded> {
+    use rand::SeedableRng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let vocab = cfg.vocab();
+    (0..n).map(|_| encode(&sample_problem(cfg, &mut rng), &vocab).expect("generated graphs fit their vocabulary")).collect()
+}
+
+/// The training task of one variant.
+pub struct RecursiveTask {
+    pub model: Recurrent,
+    pub variant: Variant,
+    pub data: CompGraphConfig,
+    pub batch_size: usize,
+    pub corruption: CorruptionConfig,
+    pub e2e_loops: usize,
+    pub eval: EvalConfig,
+    /// In-distribution graphs scored at every evaluation.
+    pub val: Vec<Encoded>,
+}
+
+impl RecursiveTask {
+    /// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count.
+    fn due_accuracy(value_logits: &Tensor, b: &GraphBatch, m: &mut Metrics) -> Result<()> {
+        let pred: Vec<u32> = value_logits.argmax(candle_core::D::Minus1)?.flatten_all()?.to_vec1()?;
+        let (mut hit, mut cnt) = ([0.0f64; 4], [0.0f64; 4]);
+        for (i, &p) in pred.iter().enumerate() {
+            let t = b.step[i / b.len];
+            if b.rhs_depth[i] >= 0 && b.rhs_depth[i] as usize == t {
+                let k = (b.n_parents[i] as usize).min(3);
+                cnt[k] += 1.0;
+                hit[k] += f64::from(p == b.targets[i * 4 + VALUE_FACTOR]);
+            }
+        }
+        for k in 0..4 {
+            if cnt[k] > 0.0 {
+                m.insert(format!("due_acc_parents{k}"), hit[k] / cnt[k]);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Task for RecursiveTask {
+    fn params(&self) -> &Params {
+        self.model.params()
+    }
+
+    fn train_loss(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
+        let vocab = self.data.vocab();
+        let enc: Vec<Encoded> = (0..self.batch_size)
+            .map(|_| encode(&sample_problem(&self.data, rng), &vocab).expect("generated graphs fit their vocabulary"))
+            .collect();
+        let refs: Vec<&Encoded> = enc.iter().collect();
+        let dev = self.model.params().device().clone();
+        let mut m = Metrics::new();
+        let loss = match self.variant.method {
+            Method::Discrete => {
+                let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
+                let b = transition_batch(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
+                let logits = self.model.step(&b.input_tensor(&dev)?, &mut Hooks::none())?;
+                Self::due_accuracy(&logits[VALUE_FACTOR], &b, &mut m)?;
+                m.insert("corrupted".into(), f64::from(u8::from(corrupt)));
+                factor_loss(&logits, &b.targets, &b.weights, &dev)?
+            }
+            Method::Continuous => {
+                let b = final_batch(&refs, &vocab);
+                let d = enc.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap_or(0).max(0) as usize;
+                let logits = self.model.iterate_continuous(&b.input_tensor(&dev)?, d + 1, &mut Hooks::none())?;
+                let mut total: Option<Tensor> = None;
+                for (t, l) in logits.iter().enumerate() {
+                    let tb = GraphBatch::new(&refs, &vocab, |i| (enc[i].tokens.clone(), enc[i].state(t + 1), t));
+                    let lt = factor_loss(l, &tb.targets, &tb.weights, &dev)?;
+                    total = Some(match total {
+                        Some(s) => (s + lt)?,
+                        None => lt,
+                    });
+                }
+                (total.expect("≥ 1 step") / (d + 1) as f64)?
+            }
+            Method::FeedForward | Method::RecurrentE2e => {
+                let loops = if self.variant.method == Method::FeedForward { 1 } else { self.e2e_loops };
+                let b = final_batch(&refs, &vocab);
+                let logits = self.model.iterate_continuous(&b.input_tensor(&dev)?, loops, &mut Hooks::none())?;
+                factor_loss(logits.last().expect("≥ 1 loop"), &b.targets, &b.weights, &dev)?
+            }
+        };
+        Ok((loss, m))
+    }
+
+    fn evaluate(&mut self, _step: u64) -> Result<Metrics> {
+        let r = evaluate_set(&self.model, &self.variant, self.e2e_loops, &self.val, &self.eval, &self.data.vocab())?;
+        let mut m = Metrics::new();
+        m.insert("val_solved".into(), r.solved);
+        m.insert("val_node_acc".into(), r.node_acc);
+        Ok(m)
+    }
+}

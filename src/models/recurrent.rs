@@ -1,0 +1,216 @@
+//! A recurrent Transformer over factored tokens (arXiv 2510.14095; spec
+//! `recursive-latent-reasoning.md` §3–4): summed per-factor embeddings, one pre-LN causal
+//! block stack applied repeatedly, a final LayerNorm and one readout head per factor.
+//! Discrete latent: each step's per-factor argmax is re-embedded; continuous latent: the
+//! normalised hidden state is fed back. Step t's hook points are `loop.{t}.…`.
+//! Positions: partial RoPE (a relative encoding the fused attention kernel supports) stands
+//! in for the spec's clamped DeBERTa buckets. May import `nn` and `interp::hooks`.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+use crate::config::{check, ConfigError, Validate};
+use crate::interp::hooks::{HookPoint, Hooks};
+use crate::nn::attention::AttentionConfig;
+use crate::nn::linear::InitScheme;
+use crate::nn::{Act, Block, BlockConfig, FactoredEmbedding, FfnKind, Init, Linear, MlpConfig, Norm, NormKind, Params, ResidualKind};
+
+/// Model hyper-parameters (`[model]` of the recursive study; CPU profile of spec §11.2).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecurrentConfig {
+    /// Vocabulary size of each token factor (default [7, 65, 2, 25]: p = 23, M = 64, ADD).
+    pub factor_sizes: Vec<usize>,
+    /// Residual width (default 64).
+    pub d_model: usize,
+    /// Layers per recurrent block (default 3).
+    pub n_layers: usize,
+    /// Attention heads (default 4).
+    pub n_heads: usize,
+    /// FFN hidden width (default 256 = 4d).
+    pub d_mlp: usize,
+    /// Fraction of each head's dims under RoPE; the rest is position-free (default 0.5).
+    pub rope_frac: f64,
+    /// RoPE base (default 10000).
+    pub rope_base: f64,
+    /// Longest input (RoPE table size; default 1024).
+    pub max_seq_len: usize,
+}
+
+impl Default for RecurrentConfig {
+    fn default() -> Self {
+        Self { factor_sizes: vec![7, 65, 2, 25], d_model: 64, n_layers: 3, n_heads: 4, d_mlp: 256, rope_frac: 0.5, rope_base: 10000.0, max_seq_len: 1024 }
+    }
+}
+
+impl RecurrentConfig {
+    pub fn d_head(&self) -> usize {
+        self.d_model / self.n_heads.max(1)
+    }
+
+    /// The config of every layer (pre-LN, ReLU MLP, biases, PyTorch init).
+    pub fn block(&self) -> BlockConfig {
+        BlockConfig {
+            attn: AttentionConfig {
+                d_model: self.d_model,
+                n_heads: self.n_heads,
+                n_kv_heads: self.n_heads,
+                d_head: self.d_head(),
+                identity_q: false,
+                bias: true,
+                rope_frac: self.rope_frac,
+                rope_base: self.rope_base,
+                max_seq_len: self.max_seq_len,
+                init: InitScheme::Pytorch,
+            },
+            mlp: MlpConfig { d_model: self.d_model, d_mlp: self.d_mlp, kind: FfnKind::Mlp, act: Act::Relu, bias: true, init: InitScheme::Pytorch },
+            norm: NormKind::Layer,
+            norm_eps: 1e-5,
+            residual: ResidualKind::Sequential,
+        }
+    }
+}
+
+impl Validate for RecurrentConfig {
+    fn validate(&self) -> std::result::Result<(), ConfigError> {
+        let k = |f: &str| format!("model.{f}");
+        check(!self.factor_sizes.is_empty() && self.factor_sizes.iter().all(|&n| n > 0), &k("factor_sizes"), "must be non-empty sizes > 0")?;
+        check(self.d_model > 0 && self.n_heads > 0 && self.d_model.is_multiple_of(self.n_heads), &k("n_heads"), "must divide d_model")?;
+        check(self.n_layers > 0, &k("n_layers"), "must be > 0")?;
+        check(self.d_mlp > 0, &k("d_mlp"), "must be > 0")?;
+        check((0.0..=1.0).contains(&self.rope_frac), &k("rope_frac"), "must be in [0, 1]")?;
+        check(self.max_seq_len > 0, &k("max_seq_len"), "must be > 0")?;
+        Ok(())
+    }
+}
+
+/// When discrete iteration stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// Exactly this many steps.
+    Fixed(usize),
+    /// Until no position of any sequence changes, at most this many steps.
+    UntilFixedPoint(usize),
+}
+
+/// The model. Parameter names: `embed.{f}.weight`, `blocks.{l}.…`, `ln_final.*`, `heads.{f}.*`.
+pub struct Recurrent {
+    embed: FactoredEmbedding,
+    blocks: Vec<Block>,
+    ln_final: Norm,
+    heads: Vec<Linear>,
+    params: Params,
+    pub cfg: RecurrentConfig,
+}
+
+impl Recurrent {
+    /// Build with parameters initialised from `seed` (embeddings N(0, 1) as in PyTorch).
+    pub fn new(cfg: &RecurrentConfig, seed: u64, device: &Device) -> Result<Self> {
+        let params = Params::new(seed, device);
+        let vb = params.root();
+        let d = cfg.d_model;
+        let embed = FactoredEmbedding::new(&cfg.factor_sizes, d, Init::Normal { std: 1.0 }, &vb.pp("embed"))?;
+        let blocks = (0..cfg.n_layers).map(|l| Block::new(&cfg.block(), l, &vb.pp("blocks").pp(l))).collect::<Result<Vec<_>>>()?;
+        let ln_final = Norm::new(NormKind::Layer, d, 1e-5, &vb.pp("ln_final"))?;
+        let heads = cfg
+            .factor_sizes
+            .iter()
+            .enumerate()
+            .map(|(f, &n)| Linear::new(d, n, true, InitScheme::Pytorch, false, &vb.pp("heads").pp(f)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { embed, blocks, ln_final, heads, params, cfg: cfg.clone() })
+    }
+
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    pub fn n_factors(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// `state: (batch, pos, n_factors) u32 -> (batch, pos, d_model)`, at `hook_embed`.
+    pub fn embed(&self, state: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        let t = state.dim(1)?;
+        if t > self.cfg.max_seq_len {
+            candle_core::bail!("sequence of length {t} exceeds model.max_seq_len = {}", self.cfg.max_seq_len);
+        }
+        hooks.apply(HookPoint::Embed, self.embed.forward(state)?)
+    }
+
+    /// The block stack and final LayerNorm: `resid: (batch, pos, d_model) -> (batch, pos, d_model)`.
+    pub fn encode(&self, resid: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        let mut resid = resid.clone();
+        for block in &self.blocks {
+            resid = block.forward(&resid, hooks)?;
+        }
+        hooks.apply(HookPoint::LnFinalNormalized, self.ln_final.forward(&resid)?)
+    }
+
+    /// Per-factor logits `(batch, pos, vocab_f)`; `hook_logits` sees them concatenated
+    /// along the last axis.
+    pub fn readout(&self, hidden: &Tensor, hooks: &mut Hooks) -> Result<Vec<Tensor>> {
+        let logits = self.heads.iter().map(|h| h.forward(hidden)).collect::<Result<Vec<_>>>()?;
+        if !hooks.wants(&HookPoint::Logits) {
+            return Ok(logits);
+        }
+        let all = hooks.apply(HookPoint::Logits, Tensor::cat(&logits, D::Minus1)?)?;
+        let mut start = 0;
+        let mut out = Vec::with_capacity(logits.len());
+        for l in &logits {
+            let n = l.dim(D::Minus1)?;
+            out.push(all.narrow(D::Minus1, start, n)?);
+            start += n;
+        }
+        Ok(out)
+    }
+
+    /// One transition from a discrete state: `state: (batch, pos, n_factors) u32 ->` per-factor logits.
+    pub fn step(&self, state: &Tensor, hooks: &mut Hooks) -> Result<Vec<Tensor>> {
+        let resid = self.embed(state, hooks)?;
+        let hidden = self.encode(&resid, hooks)?;
+        self.readout(&hidden, hooks)
+    }
+
+    /// The discrete bottleneck: per-factor argmax, `-> (batch, pos, n_factors) u32`.
+    pub fn discretize(logits: &[Tensor]) -> Result<Tensor> {
+        let ids = logits.iter().map(|l| l.argmax(D::Minus1)).collect::<Result<Vec<_>>>()?;
+        Tensor::stack(&ids, 2)?.to_dtype(DType::U32)
+    }
+
+    /// Discrete recurrence from `state` (no gradient crosses the bottleneck); returns the
+    /// state after each step. Step t's hooks are `loop.{t}.…`.
+    pub fn iterate(&self, state: &Tensor, halt: Halt, hooks: &mut Hooks) -> Result<Vec<Tensor>> {
+        let max = match halt {
+            Halt::Fixed(n) | Halt::UntilFixedPoint(n) => n,
+        };
+        let mut states = Vec::with_capacity(max);
+        let mut cur = state.clone();
+        for t in 0..max {
+            hooks.set_step(Some(t));
+            let next = Self::discretize(&self.step(&cur, hooks)?)?.detach();
+            let unchanged = matches!(halt, Halt::UntilFixedPoint(_)) && next.ne(&cur)?.to_dtype(DType::U32)?.sum_all()?.to_scalar::<u32>()? == 0;
+            states.push(next.clone());
+            cur = next;
+            if unchanged {
+                break;
+            }
+        }
+        hooks.set_step(None);
+        Ok(states)
+    }
+
+    /// Continuous recurrence: embed once, then `h_t = encode(h_{t−1})` for `steps` steps,
+    /// reading every step out (differentiable through all steps). Returns per-step logits.
+    pub fn iterate_continuous(&self, state: &Tensor, steps: usize, hooks: &mut Hooks) -> Result<Vec<Vec<Tensor>>> {
+        let mut out = Vec::with_capacity(steps);
+        hooks.set_step(Some(0));
+        let mut hidden = self.embed(state, hooks)?;
+        for t in 0..steps {
+            hooks.set_step(Some(t));
+            hidden = self.encode(&hidden, hooks)?;
+            out.push(self.readout(&hidden, hooks)?);
+        }
+        hooks.set_step(None);
+        Ok(out)
+    }
+}
