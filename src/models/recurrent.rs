@@ -61,6 +61,7 @@ impl RecurrentConfig {
                 rope_base: self.rope_base,
                 max_seq_len: self.max_seq_len,
                 init: InitScheme::Pytorch,
+                rel_pos: 0,
             },
             mlp: MlpConfig { d_model: self.d_model, d_mlp: self.d_mlp, kind: FfnKind::Mlp, act: Act::Relu, bias: true, init: InitScheme::Pytorch },
             norm: NormKind::Layer,
