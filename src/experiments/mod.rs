@@ -3,4 +3,5 @@
 //! modules (no private copies of the training loop or the models).
 
 pub mod checkpoint;
+pub mod laser;
 pub mod truncation;
