@@ -59,7 +59,7 @@ fn probe_metrics_match_a_hand_computed_softmax() {
     assert!((r.io_s_diff.unwrap() - (l[7] - l[11]) as f64).abs() < 1e-5);
     let argmax = logits.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
     assert_eq!((r.argmax, r.top1), (argmax, argmax == 7));
-    let m = aggregate(&[r.clone()]);
+    let m = aggregate(std::slice::from_ref(r));
     assert_eq!(m["n"], 1.0);
     assert_eq!(m["acc"], (argmax == 7) as u8 as f64);
     assert!((m["io_s_diff"] - r.io_s_diff.unwrap()).abs() < 1e-12);
