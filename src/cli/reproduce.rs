@@ -92,6 +92,9 @@ fn laser_study(args: &Args) -> anyhow::Result<()> {
     if let Some(dir) = &args.model {
         sets.push(format!("model={:?}", dir.display().to_string()));
     }
+    if let Some(seed) = args.seed {
+        sets.push(format!("probes.seed={seed}"));
+    }
     let study: LaserStudy = config::load(args.config.as_deref(), &sets)?;
     let o = laser::reproduce(&study, args.quiet)?;
     let s = &o.summary;
