@@ -59,6 +59,8 @@ fn probe_metrics_match_a_hand_computed_softmax() {
     assert!((r.io_s_diff.unwrap() - (l[7] - l[11]) as f64).abs() < 1e-5);
     let argmax = logits.argmax(D::Minus1).unwrap().to_scalar::<u32>().unwrap();
     assert_eq!((r.argmax, r.top1), (argmax, argmax == 7));
+    assert_eq!(r.rank, l.iter().filter(|&&v| v > l[7]).count());
+    assert!((r.logp_correct - r.p_correct.ln()).abs() < 1e-9);
     let m = aggregate(std::slice::from_ref(r));
     assert_eq!(m["n"], 1.0);
     assert_eq!(m["acc"], (argmax == 7) as u8 as f64);

@@ -95,7 +95,8 @@ fn laser_study(args: &Args) -> anyhow::Result<()> {
     if let Some(seed) = args.seed {
         sets.push(format!("probes.seed={seed}"));
     }
-    let study: LaserStudy = config::load(args.config.as_deref(), &sets)?;
+    let base = if args.quick { LaserStudy::quick() } else { LaserStudy::default() };
+    let study: LaserStudy = config::load_over(base, args.config.as_deref(), &sets)?;
     let o = laser::reproduce(&study, args.quiet)?;
     let s = &o.summary;
     println!("{} probes ({} skipped), {} edits, {} SVDs", s["n_examples"], s["n_skipped"], s["n_edits"], s["svd_computed"]);

@@ -67,6 +67,16 @@ impl Default for LaserStudy {
 }
 
 impl LaserStudy {
+    /// `--quick`: 24 IOI prompts and ρ ∈ {0.01, 0.1, 0.5}.
+    pub fn quick() -> Self {
+        Self {
+            name: "laser-quick".into(),
+            rank_fracs: vec![0.01, 0.1, 0.5],
+            probes: ProbeConfig { n_ioi: 24, ..ProbeConfig::default() },
+            ..Self::default()
+        }
+    }
+
     /// The grid layers for a model of `n_layers` (empty config = the later half).
     pub fn grid_layers(&self, n_layers: usize) -> Vec<usize> {
         if self.layers.is_empty() { (n_layers / 2..n_layers).collect() } else { self.layers.clone() }

@@ -267,8 +267,12 @@ pub struct ProbeResult {
     pub index: usize,
     pub kind: ProbeKind,
     pub p_correct: f64,
+    /// ln P(correct).
+    pub logp_correct: f64,
     pub p_generic: f64,
     pub top1: bool,
+    /// Tokens with a higher logit than the answer (0 = the answer is the argmax).
+    pub rank: usize,
     pub argmax: u32,
     /// logit(answer) − logit(generic).
     pub logit_diff: f64,
@@ -300,8 +304,10 @@ pub fn evaluate(model: &dyn LanguageModel, set: &ProbeSet) -> candle_core::Resul
                     index: i,
                     kind: p.kind,
                     p_correct: (logp[r][a] as f64).exp(),
+                    logp_correct: logp[r][a] as f64,
                     p_generic: (logp[r][g] as f64).exp(),
                     top1: p.accept.contains(&argmax[r]),
+                    rank: logits[r].iter().filter(|&&v| v > logits[r][a]).count(),
                     argmax: argmax[r],
                     logit_diff: (logits[r][a] - logits[r][g]) as f64,
                     io_s_diff: p.distractor.map(|s| (logits[r][a] - logits[r][s as usize]) as f64),
@@ -312,14 +318,17 @@ pub fn evaluate(model: &dyn LanguageModel, set: &ProbeSet) -> candle_core::Resul
     Ok(out.into_iter().map(|r| r.expect("every probe is in one length group")).collect())
 }
 
-/// Means over `results` (`n`, `acc`, `p_correct`, `p_generic`, `logit_diff`, `io_s_diff` over
+/// Means over `results` (`n`, `acc`, `top5_acc` (answer rank < 5), `p_correct`, `logp_correct`,
+/// `p_generic`, `logit_diff`, `io_s_diff` over
 /// IOI examples, and `{kind}_acc` / `{kind}_p_correct` per family present).
 pub fn aggregate(results: &[ProbeResult]) -> BTreeMap<String, f64> {
     let mean = |v: Vec<f64>| if v.is_empty() { f64::NAN } else { v.iter().sum::<f64>() / v.len() as f64 };
     let mut m = BTreeMap::new();
     m.insert("n".into(), results.len() as f64);
     m.insert("acc".into(), mean(results.iter().map(|r| r.top1 as u8 as f64).collect()));
+    m.insert("top5_acc".into(), mean(results.iter().map(|r| (r.rank < 5) as u8 as f64).collect()));
     m.insert("p_correct".into(), mean(results.iter().map(|r| r.p_correct).collect()));
+    m.insert("logp_correct".into(), mean(results.iter().map(|r| r.logp_correct).collect()));
     m.insert("p_generic".into(), mean(results.iter().map(|r| r.p_generic).collect()));
     m.insert("logit_diff".into(), mean(results.iter().map(|r| r.logit_diff).collect()));
     let io_s: Vec<f64> = results.iter().filter_map(|r| r.io_s_diff).collect();
