@@ -7,9 +7,9 @@ use latentlab::surgery::{sweep_grid, EditSet, Mode, Target};
 use latentlab::util::fsx::write_atomic;
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "model"])))]
 pub struct Args {
     /// Checkpoint directory (or give --model).
-    #[arg(required_unless_present = "model", conflicts_with = "model")]
     pub(super) checkpoint: Option<PathBuf>,
     /// A Hugging Face model folder instead of a checkpoint: edits are scored on the built-in
     /// reasoning probes (IOI, factual recall). `--edit l=5,tau=fc_in,rho=0.01` is accepted too.
