@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use latentlab::train::bench::{bench, standard_configs};
+use latentlab::train::bench_forward::{bench_forward, forward_configs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,7 +23,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let all = standard_configs();
-    let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+    let fwd = forward_configs();
+    let names: Vec<&str> = all.iter().map(|c| c.name).chain(fwd.iter().map(|c| c.name)).collect();
     for c in &args.configs {
         if !names.contains(&c.as_str()) {
             anyhow::bail!(super::UsageError(format!("--config: unknown bench config `{c}`; expected one of: {}", names.join(", "))));
@@ -41,7 +43,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (op, ms) in &r.ops {
             println!("  op fwd+bwd {op}: {ms:.2} ms");
         }
-        results.push(r);
+        results.push(serde_json::to_value(r)?);
+    }
+    for cfg in fwd.iter().filter(|c| args.configs.iter().any(|n| n == c.name)) {
+        let r = bench_forward(cfg, args.warmup, args.steps)?;
+        println!("{} ({} params, {} threads, batch {} × {}): {:.1} ms/forward, {:.0} tokens/s, {:.1} GFLOP/s",
+            r.name, r.params, r.threads, r.batch, r.seq_len, r.ms_forward, r.tokens_per_s, r.gflops);
+        println!("  linear layers alone: {:.1} ms, {:.1} GFLOP/s; load average {:?}", r.ms_linear_only, r.linear_gflops, r.load_avg);
+        results.push(serde_json::to_value(r)?);
     }
     let json = serde_json::to_string_pretty(&results)?;
     latentlab::util::fsx::write_atomic(&args.out, json.as_bytes())?;

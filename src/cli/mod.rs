@@ -8,6 +8,8 @@ mod generate;
 mod reproduce;
 mod train;
 mod truncate;
+mod truncate_model;
+mod logits;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +55,10 @@ pub enum Cmd {
     ///
     /// Example: latentlab generate --model models/pythia-160m --prompt-ids 1,2,3 --max-new 8
     Generate(generate::Args),
+    /// Write the logits (and optional hook activations) of a prompt to a .safetensors file.
+    ///
+    /// Example: latentlab logits --model models/pythia-160m --prompt-ids 1,2,3 --out logits.safetensors --hook blocks.0.hook_resid_post
+    Logits(logits::Args),
     /// Time training steps of standard configs.
     ///
     /// Example: latentlab bench --config small-gpt-d128 --steps 20
@@ -75,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Truncate(a) => truncate::run(a),
         Cmd::Bench(a) => bench::run(a),
         Cmd::Generate(a) => generate::run(a),
+        Cmd::Logits(a) => logits::run(a),
     }
 }
 
@@ -104,6 +111,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || cause.is::<latentlab::models::HfError>()
         {
             return 2;
+        }
+        if let Some(l) = cause.downcast_ref::<latentlab::experiments::laser::LaserError>() {
+            return if l.is_usage() { 2 } else { 1 };
         }
         if let Some(t) = cause.downcast_ref::<TrainError>() {
             return train_code(t);

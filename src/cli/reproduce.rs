@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use latentlab::config;
+use latentlab::experiments::laser::{self, LaserStudy};
 use latentlab::experiments::recursive::{self, RecursiveStudy};
 use latentlab::experiments::truncation::{self, TruncationStudy};
 
@@ -22,6 +23,9 @@ pub struct Args {
     /// Seed of model init and data (same as `--set seed=N`).
     #[arg(long)]
     seed: Option<u64>,
+    /// `laser`: the Hugging Face model folder (same as `--set model=DIR`).
+    #[arg(long)]
+    model: Option<PathBuf>,
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
@@ -29,6 +33,7 @@ pub struct Args {
 
 const STUDIES: &[(&str, &str)] = &[
     ("truncation", "noisy in-context recall; FFN vs attention; weight truncation (arXiv 2406.03068)"),
+    ("laser", "LASER (layer, τ, ρ) grid on a local Pythia/Qwen2.5 folder: IOI and factual probes (arXiv 2312.13558)"),
     ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095) — foundation: ladder training and OOD sweep"),
     ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418) — not yet implemented"),
 ];
@@ -43,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         "truncation" => truncation_study(&args),
         "recursive" => recursive_study(&args),
+        "laser" => laser_study(&args),
         other => {
             let names: Vec<&str> = STUDIES.iter().map(|s| s.0).collect();
             Err(super::UsageError(format!(
@@ -118,5 +124,27 @@ fn truncation_study(args: &Args) -> anyhow::Result<()> {
         outcome.seconds,
         outcome.dir.join("report.html").display()
     );
+    Ok(())
+}
+
+fn laser_study(args: &Args) -> anyhow::Result<()> {
+    let mut sets = args.sets.clone();
+    if let Some(dir) = &args.model {
+        sets.push(format!("model={:?}", dir.display().to_string()));
+    }
+    if let Some(seed) = args.seed {
+        sets.push(format!("probes.seed={seed}"));
+    }
+    let base = if args.quick { LaserStudy::quick() } else { LaserStudy::default() };
+    let study: LaserStudy = config::load_over(base, args.config.as_deref(), &sets)?;
+    let o = laser::reproduce(&study, args.quiet)?;
+    let s = &o.summary;
+    println!("{} probes ({} skipped), {} edits, {} SVDs", s["n_examples"], s["n_skipped"], s["n_edits"], s["svd_computed"]);
+    println!("{:<10} {:<24} {:>8} {:>10} {:>10} {:>10}", "test", "edit", "acc", "P(correct)", "P(the)", "logit diff");
+    for (name, row) in [("unedited", &o.sweep.rows[0]), ("chosen", &o.sweep.rows[o.sweep.best])] {
+        let t = &row.test;
+        println!("{name:<10} {:<24} {:>8.4} {:>10.4} {:>10.4} {:>10.4}", row.edit, t["acc"], t["p_correct"], t["p_generic"], t["logit_diff"]);
+    }
+    println!("wrote {} (sweep.jsonl, summary.json, report.html)", o.dir.display());
     Ok(())
 }

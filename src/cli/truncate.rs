@@ -7,40 +7,54 @@ use latentlab::surgery::{sweep_grid, EditSet, Mode, Target};
 use latentlab::util::fsx::write_atomic;
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "model"])))]
 pub struct Args {
-    /// Checkpoint directory.
-    checkpoint: PathBuf,
+    /// Checkpoint directory (or give --model).
+    pub(super) checkpoint: Option<PathBuf>,
+    /// A Hugging Face model folder instead of a checkpoint: edits are scored on the built-in
+    /// reasoning probes (IOI, factual recall). `--edit l=5,tau=fc_in,rho=0.01` is accepted too.
+    #[arg(long)]
+    pub(super) model: Option<PathBuf>,
+    /// With --model: IOI prompts in the probe set.
+    #[arg(long, default_value_t = 60)]
+    pub(super) n_ioi: usize,
+    /// With --model: seed of the probe sampling.
+    #[arg(long, default_value_t = 0)]
+    pub(super) probe_seed: u64,
     /// An edit set in LASER notation, e.g. `1:fc_in:0.05` or `1:fc_in:0.1,0:attn:drop` (repeatable).
     #[arg(long = "edit")]
-    edits: Vec<String>,
+    pub(super) edits: Vec<String>,
     /// Evaluate the grid layers × matrices × rank fractions (plus the unedited model).
     #[arg(long)]
-    sweep: bool,
+    pub(super) sweep: bool,
     /// Sweep layers (default: all).
     #[arg(long, value_delimiter = ',')]
-    layers: Vec<usize>,
+    pub(super) layers: Vec<usize>,
     /// Sweep matrices.
     #[arg(long, value_delimiter = ',', default_value = "fc_in,fc_out")]
-    matrices: Vec<String>,
+    pub(super) matrices: Vec<String>,
     /// Sweep kept-rank fractions ρ.
     #[arg(long, value_delimiter = ',', default_value = "0,0.05,0.1,0.2,0.5")]
-    rank_fracs: Vec<f64>,
+    pub(super) rank_fracs: Vec<f64>,
     /// `top` keeps the ⌊ρ·r⌋ largest singular values (LASER); `bottom` removes them.
     #[arg(long, default_value = "top")]
-    mode: String,
+    pub(super) mode: String,
     /// Output table (JSONL, one row per edit set); default `<checkpoint>/truncate.jsonl`.
     #[arg(long)]
-    out: Option<PathBuf>,
+    pub(super) out: Option<PathBuf>,
     /// Also write per-example results (JSONL) here.
     #[arg(long)]
-    per_example: Option<PathBuf>,
+    pub(super) per_example: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let (mut task, ck) = CheckpointTask::open(&args.checkpoint)?;
+    let Some(checkpoint) = args.checkpoint.clone() else {
+        return super::truncate_model::run(args);
+    };
+    let (mut task, ck) = CheckpointTask::open(&checkpoint)?;
     let mut sets = vec![EditSet::new(vec![])];
     for spec in &args.edits {
-        sets.push(spec.parse::<EditSet>()?);
+        sets.push(latentlab::experiments::laser::parse_edits(spec)?);
     }
     if args.sweep {
         let layers: Vec<usize> =

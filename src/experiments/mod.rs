@@ -3,5 +3,6 @@
 //! modules (no private copies of the training loop or the models).
 
 pub mod checkpoint;
+pub mod laser;
 pub mod recursive;
 pub mod truncation;

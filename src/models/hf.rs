@@ -160,7 +160,7 @@ impl HfAct {
 
     pub fn forward(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
-            HfAct::GeluErf => x.gelu_erf(),
+            HfAct::GeluErf => crate::nn::ops::gelu_erf(x),
             HfAct::GeluTanh => crate::nn::ops::gelu(x),
             HfAct::Relu => crate::nn::ops::relu(x),
             HfAct::Silu => candle_nn::ops::silu(x),

@@ -1,5 +1,6 @@
 //! Whole models built from `nn` blocks. May import `nn` and `interp::hooks`.
 
+pub mod export;
 pub mod generate;
 pub mod gpt;
 pub mod gpt_neox;

@@ -31,6 +31,12 @@ impl HfTokenizer {
         Ok(enc.get_ids().to_vec())
     }
 
+    /// Token ids of `text` without special tokens (for answers and continuations).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, HfError> {
+        let enc = self.inner.encode(text, false).map_err(|e| HfError::Tokenizer { path: "tokenizer".into(), msg: e.to_string() })?;
+        Ok(enc.get_ids().to_vec())
+    }
+
     /// Text of `ids` (special tokens skipped).
     pub fn decode(&self, ids: &[u32]) -> Result<String, HfError> {
         self.inner.decode(ids, true).map_err(|e| HfError::Tokenizer { path: "tokenizer".into(), msg: e.to_string() })

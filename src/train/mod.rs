@@ -4,6 +4,7 @@
 //! analyses or `report`.
 
 pub mod bench;
+pub mod bench_forward;
 pub mod checkpoint;
 pub mod config;
 pub mod error;

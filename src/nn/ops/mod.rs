@@ -8,6 +8,7 @@
 pub(crate) mod cpu;
 mod cross_entropy;
 mod gelu;
+mod gelu_erf;
 mod layer_norm;
 mod optim;
 mod relu;
@@ -16,6 +17,7 @@ mod softmax;
 
 pub use cross_entropy::{cross_entropy, cross_entropy_reference};
 pub use gelu::{gelu, gelu_reference};
+pub use gelu_erf::{gelu_erf, gelu_erf_reference};
 pub use layer_norm::{layer_norm, layer_norm_reference};
 pub use optim::{
     adamw_update, adamw_update_reference, sgd_update, sgd_update_reference, sum_sq,
