@@ -166,127 +166,6 @@ fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f
     (dq, dk, dv)
 }
 
-/// Head widths up to this use the direct loops below: the causal half of each
-/// product, vectorised over d_head, beats a packed GEMM on 64×64×d_head blocks.
-const LOOP_MAX_D_HEAD: usize = 64;
-
-/// `y += a·x`.
-#[inline]
-fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
-    }
-}
-
-/// Offsets of query row i of head h and of key/value row j of kv head g.
-#[inline]
-fn q_at(g: &Geometry, b: usize, i: usize, h: usize) -> usize {
-    (b * g.q_len + i) * g.q_row() + h * g.d_head
-}
-#[inline]
-fn kv_at(g: &Geometry, b: usize, j: usize, kvh: usize) -> usize {
-    (b * g.k_len + j) * g.kv_row() + kvh * g.d_head
-}
-
-/// `pattern` computed row by row over the live (unmasked) keys only.
-fn pattern_loops(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p: &mut [f32]) {
-    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
-    for (i, row) in p.chunks_exact_mut(s).enumerate() {
-        let (live, masked) = row.split_at_mut((i + s - t + 1).min(s));
-        let qi = &q[q_at(g, b, i, h)..][..dh];
-        for (j, x) in live.iter_mut().enumerate() {
-            *x = row_dot(qi, &k[kv_at(g, b, j, kvh)..][..dh]) * g.scale;
-        }
-        let max = row_max(live);
-        for x in live.iter_mut() {
-            *x = fast_exp(*x - max);
-        }
-        let inv = 1.0 / row_sum(live);
-        for x in live.iter_mut() {
-            *x *= inv;
-        }
-        masked.fill(0.0);
-    }
-}
-
-/// Mutable dh-slice at `off` of a buffer shared by tasks.
-/// SAFETY (callers): the slice lies inside the buffer and no other task touches it.
-#[inline]
-unsafe fn block<'a>(ptr: SyncPtr, off: usize, dh: usize) -> &'a mut [f32] {
-    // SAFETY: see the function contract.
-    unsafe { std::slice::from_raw_parts_mut(ptr.0.add(off), dh) }
-}
-
-fn forward_loops(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
-    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
-    let mut z = vec![0.0f32; g.batch * t * g.q_row()];
-    let zp = SyncPtr(z.as_mut_ptr());
-    let group = g.n_heads / g.n_kv_heads;
-    (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
-        || vec![0.0f32; t * s],
-        |p, task| {
-            let zp = zp;
-            let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
-            for h in kvh * group..(kvh + 1) * group {
-                pattern_loops(g, q, k, b, h, kvh, p);
-                for i in 0..t {
-                    // SAFETY: row i of head h of sequence b belongs to this task.
-                    let zi = unsafe { block(zp, q_at(g, b, i, h), dh) };
-                    let live = (i + s - t + 1).min(s);
-                    for (j, &pij) in p[i * s..i * s + live].iter().enumerate() {
-                        axpy(zi, pij, &v[kv_at(g, b, j, kvh)..][..dh]);
-                    }
-                }
-            }
-        },
-    );
-    z
-}
-
-fn backward_loops(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
-    let mut dq = vec![0.0f32; q.len()];
-    let mut dk = vec![0.0f32; k.len()];
-    let mut dv = vec![0.0f32; v.len()];
-    let (dqp, dkp, dvp) = (SyncPtr(dq.as_mut_ptr()), SyncPtr(dk.as_mut_ptr()), SyncPtr(dv.as_mut_ptr()));
-    let group = g.n_heads / g.n_kv_heads;
-    (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
-        || (vec![0.0f32; t * s], vec![0.0f32; t * s]),
-        |(p, dp), task| {
-            let (dqp, dkp, dvp) = (dqp, dkp, dvp);
-            let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
-            for h in kvh * group..(kvh + 1) * group {
-                pattern_loops(g, q, k, b, h, kvh, p);
-                for i in 0..t {
-                    let live = (i + s - t + 1).min(s);
-                    let dzi = &dz[q_at(g, b, i, h)..][..dh];
-                    for j in 0..live {
-                        let at = kv_at(g, b, j, kvh);
-                        dp[i * s + j] = row_dot(dzi, &v[at..][..dh]); // dP = dZ·Vᵀ
-                        // SAFETY: kv rows of (b, kvh) belong to this task. term 1: dV += Pᵀ·dZ
-                        axpy(unsafe { block(dvp, at, dh) }, p[i * s + j], dzi);
-                    }
-                    let (prow, dprow) = (&p[i * s..i * s + live], &mut dp[i * s..i * s + live]);
-                    let dot = row_dot(prow, dprow);
-                    for (d, &pv) in dprow.iter_mut().zip(prow) {
-                        *d = pv * (*d - dot) * g.scale; // dS
-                    }
-                    let qi = &q[q_at(g, b, i, h)..][..dh];
-                    // SAFETY: row i of head h of sequence b belongs to this task.
-                    let dqi = unsafe { block(dqp, q_at(g, b, i, h), dh) };
-                    for (j, &ds) in dprow.iter().enumerate() {
-                        let at = kv_at(g, b, j, kvh);
-                        axpy(dqi, ds, &k[at..][..dh]); // term 2: dQ = dS·K
-                        // SAFETY: as for dV. term 3: dK += dSᵀ·Q
-                        axpy(unsafe { block(dkp, at, dh) }, ds, qi);
-                    }
-                }
-            }
-        },
-    );
-    (dq, dk, dv)
-}
-
 struct AttentionOp {
     n_heads: usize,
     n_kv_heads: usize,
@@ -329,8 +208,7 @@ impl CustomOp3 for AttentionOp {
 
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.geometry(l1, l2)?;
-        let (q, k, v) = (slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
-        let z = if g.d_head <= LOOP_MAX_D_HEAD { forward_loops(&g, q, k, v) } else { forward(&g, q, k, v) };
+        let z = forward(&g, slice(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
         Ok((CpuStorage::F32(z), l1.shape().clone()))
     }
 
@@ -338,11 +216,7 @@ impl CustomOp3 for AttentionOp {
         let g = self.geometry(q.layout(), k.layout())?;
         let (dq, dk, dv) = with_f32(q, "attention", |q| {
             with_f32(k, "attention", |k| {
-                with_f32(v, "attention", |v| {
-                    with_f32(dz, "attention", |dz| {
-                        if g.d_head <= LOOP_MAX_D_HEAD { backward_loops(&g, q, k, v, dz) } else { backward(&g, q, k, v, dz) }
-                    })
-                })
+                with_f32(v, "attention", |v| with_f32(dz, "attention", |dz| backward(&g, q, k, v, dz)))
             })
         })????;
         let dev = q.device();
@@ -409,7 +283,6 @@ mod tests {
 
     #[test]
     fn matches_reference_forward_and_backward() -> Result<()> {
-        // d_head 72 exercises the GEMM path, the others the direct loops.
         for &(b, t, s, h, hk, dh) in &[(2, 5, 5, 2, 2, 4), (3, 4, 6, 4, 2, 3), (1, 7, 7, 1, 1, 8), (2, 6, 6, 2, 1, 72)] {
             let (q, k, v) = inputs(b, t, s, h, hk, dh)?;
             let w = Tensor::randn(0f32, 1., (b, t, h * dh), &Device::Cpu)?;
