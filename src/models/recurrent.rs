@@ -12,7 +12,7 @@ use crate::config::{check, ConfigError, Validate};
 use crate::interp::hooks::{HookPoint, Hooks};
 use crate::nn::attention::AttentionConfig;
 use crate::nn::linear::InitScheme;
-use crate::nn::{Act, Block, BlockConfig, FactoredEmbedding, FfnKind, Init, Linear, MlpConfig, Norm, NormKind, Params, ResidualKind};
+use crate::nn::{Act, Block, BlockConfig, FactorHeads, FactoredEmbedding, FfnKind, Init, MlpConfig, Norm, NormKind, Params, ResidualKind};
 
 /// Model hyper-parameters (`[model]` of the recursive study; CPU profile of spec §11.2).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -98,7 +98,7 @@ pub struct Recurrent {
     embed: FactoredEmbedding,
     blocks: Vec<Block>,
     ln_final: Norm,
-    heads: Vec<Linear>,
+    heads: FactorHeads,
     params: Params,
     pub cfg: RecurrentConfig,
 }
@@ -112,12 +112,7 @@ impl Recurrent {
         let embed = FactoredEmbedding::new(&cfg.factor_sizes, d, Init::Normal { std: 1.0 }, &vb.pp("embed"))?;
         let blocks = (0..cfg.n_layers).map(|l| Block::new(&cfg.block(), l, &vb.pp("blocks").pp(l))).collect::<Result<Vec<_>>>()?;
         let ln_final = Norm::new(NormKind::Layer, d, 1e-5, &vb.pp("ln_final"))?;
-        let heads = cfg
-            .factor_sizes
-            .iter()
-            .enumerate()
-            .map(|(f, &n)| Linear::new(d, n, true, InitScheme::Pytorch, false, &vb.pp("heads").pp(f)))
-            .collect::<Result<Vec<_>>>()?;
+        let heads = FactorHeads::new(d, &cfg.factor_sizes, true, InitScheme::Pytorch, &vb.pp("heads"))?;
         Ok(Self { embed, blocks, ln_final, heads, params, cfg: cfg.clone() })
     }
 
@@ -150,7 +145,7 @@ impl Recurrent {
     /// Per-factor logits `(batch, pos, vocab_f)`; `hook_logits` sees them concatenated
     /// along the last axis.
     pub fn readout(&self, hidden: &Tensor, hooks: &mut Hooks) -> Result<Vec<Tensor>> {
-        let logits = self.heads.iter().map(|h| h.forward(hidden)).collect::<Result<Vec<_>>>()?;
+        let logits = self.heads.forward(hidden)?;
         if !hooks.wants(&HookPoint::Logits) {
             return Ok(logits);
         }

@@ -49,3 +49,31 @@ impl Linear {
         y.reshape(out_dims)
     }
 }
+
+/// One linear head per categorical factor over a shared hidden state
+/// (`{vb}.{f}.weight`, `{vb}.{f}.bias`): factored outputs, e.g. the SYNTAX /
+/// VARIABLE / OPERATION / VALUE heads of arXiv 2510.14095.
+#[derive(Debug, Clone)]
+pub struct FactorHeads {
+    pub heads: Vec<Linear>,
+}
+
+impl FactorHeads {
+    pub fn new(d_model: usize, sizes: &[usize], bias: bool, scheme: InitScheme, vb: &ParamBuilder) -> Result<Self> {
+        let heads = sizes.iter().enumerate().map(|(f, &n)| Linear::new(d_model, n, bias, scheme, false, &vb.pp(f))).collect::<Result<_>>()?;
+        Ok(Self { heads })
+    }
+
+    pub fn len(&self) -> usize {
+        self.heads.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heads.is_empty()
+    }
+
+    /// `hidden: (..., d_model) -> [(..., size_f)]`, one tensor per factor.
+    pub fn forward(&self, hidden: &Tensor) -> Result<Vec<Tensor>> {
+        self.heads.iter().map(|h| h.forward(hidden)).collect()
+    }
+}

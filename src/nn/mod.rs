@@ -17,7 +17,7 @@ pub mod rope;
 pub use attention::{Attention, AttentionConfig};
 pub use block::{Block, BlockConfig, ResidualKind};
 pub use embedding::{Embedding, FactoredEmbedding, PosKind};
-pub use linear::Linear;
+pub use linear::{FactorHeads, Linear};
 pub use mlp::{Act, FfnKind, Mlp, MlpConfig};
 pub use norm::{Norm, NormKind};
 pub use params::{Init, ParamBuilder, Params};
