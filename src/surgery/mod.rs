@@ -4,7 +4,9 @@
 //! an `Edit` (layer, matrix τ, kind) is applied to a *copy* of a model's weights (`ModelWeights`),
 //! never in place; names resolve through a `MatrixMap`. SVDs are exact (faer) and cached.
 //! `svd`: thin SVD + `SvdCache`; `weights`: τ names, maps, weights; `edit`: specs and sweeps;
-//! `apply`: applying an `EditSet`. May import only candle, faer, thiserror and std.
+//! `apply`: applying an `EditSet`; `params`: edits on a live model for the span of a closure;
+//! `hf_maps`: τ → key tables of pretrained architectures. Imports `nn` and `models` (for
+//! `Params` and architecture names), never `train`, `interp` analyses or `report`.
 
 pub mod apply;
 pub mod edit;
