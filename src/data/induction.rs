@@ -11,21 +11,21 @@ use super::TokenBatch;
 
 /// Sample `batch` sequences of `seq_len` tokens over `vocab_size` symbols.
 pub fn sample(batch: usize, seq_len: usize, vocab_size: usize, rng: &mut ChaCha8Rng) -> TokenBatch {
-    let half = (seq_len + 1) / 2;
+    let half = seq_len.div_ceil(2);
     let mut inputs = Vec::with_capacity(batch * seq_len);
     let mut targets = Vec::with_capacity(batch * seq_len);
     let mut weights = Vec::with_capacity(batch * seq_len);
     let mut seq = vec![0u32; seq_len + 1];
     for _ in 0..batch {
-        for t in 0..half {
-            seq[t] = rng.random_range(0..vocab_size as u32);
+        for tok in seq.iter_mut().take(half) {
+            *tok = rng.random_range(0..vocab_size as u32);
         }
         for t in half..=seq_len {
             seq[t] = seq[t - half];
         }
         inputs.extend_from_slice(&seq[..seq_len]);
         targets.extend_from_slice(&seq[1..]);
-        weights.extend((0..seq_len).map(|t| if t + 1 >= half + 1 { 1.0 } else { 0.0 }));
+        weights.extend((0..seq_len).map(|t| if t + 1 > half { 1.0 } else { 0.0 }));
     }
     TokenBatch { batch, seq_len, inputs, targets, weights }
 }

@@ -185,7 +185,7 @@ impl Validate for GptConfig {
         check(self.n_heads > 0, &k("n_heads"), "must be > 0")?;
         check(self.d_mlp > 0, &k("d_mlp"), "must be > 0")?;
         check(self.max_seq_len > 0, &k("max_seq_len"), "must be > 0")?;
-        check(self.n_heads % self.n_kv_heads() == 0, &k("n_kv_heads"), "must divide n_heads")?;
+        check(self.n_heads.is_multiple_of(self.n_kv_heads()), &k("n_kv_heads"), "must divide n_heads")?;
         check(self.d_head() > 0, &k("d_head"), "d_model / n_heads must be ≥ 1")?;
         check(
             !self.identity_q || self.n_heads * self.d_head() == self.d_model,

@@ -122,7 +122,7 @@ impl HfGptNeoxConfig {
             require(v > 0, f, "must be > 0")?;
         }
         require(
-            self.hidden_size % self.num_attention_heads == 0,
+            self.hidden_size.is_multiple_of(self.num_attention_heads),
             "hidden_size",
             &format!("{} is not divisible by num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
         )?;
@@ -133,7 +133,7 @@ impl HfGptNeoxConfig {
         require(base > 0.0, "rotary_emb_base", "must be > 0")?;
         let d_head = self.hidden_size / self.num_attention_heads;
         let rot_dims = (d_head as f64 * pct) as usize;
-        require(rot_dims % 2 == 0, "rotary_pct", &format!("gives an odd number of rotary dims ({rot_dims})"))?;
+        require(rot_dims.is_multiple_of(2), "rotary_pct", &format!("gives an odd number of rotary dims ({rot_dims})"))?;
         require(self.layer_norm_eps > 0.0, "layer_norm_eps", "must be > 0")?;
         Ok(GptNeoxConfig {
             vocab_size: self.vocab_size,

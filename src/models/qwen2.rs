@@ -96,7 +96,7 @@ impl HfQwen2Config {
         }
         let n_kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads);
         require(
-            n_kv > 0 && self.num_attention_heads % n_kv == 0,
+            n_kv > 0 && self.num_attention_heads.is_multiple_of(n_kv),
             "num_key_value_heads",
             &format!("{n_kv} does not divide num_attention_heads = {}", self.num_attention_heads),
         )?;
@@ -104,7 +104,7 @@ impl HfQwen2Config {
             Some(d) => d,
             None => {
                 require(
-                    self.hidden_size % self.num_attention_heads == 0,
+                    self.hidden_size.is_multiple_of(self.num_attention_heads),
                     "hidden_size",
                     &format!("{} is not divisible by num_attention_heads = {}", self.hidden_size, self.num_attention_heads),
                 )?;

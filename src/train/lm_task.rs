@@ -48,10 +48,10 @@ pub fn lm_eval(model: &Gpt, b: &TokenBatch) -> Result<(f64, f64)> {
     let loss = ops::cross_entropy(&flat, &targets, Some(&weights))?.to_scalar::<f32>()? as f64;
     let pred: Vec<u32> = flat.argmax(1)?.to_vec1()?;
     let (mut hit, mut n) = (0.0, 0.0);
-    for i in 0..pred.len() {
-        if b.weights[i] > 0.0 {
+    for ((p, t), w) in pred.iter().zip(&b.targets).zip(&b.weights) {
+        if *w > 0.0 {
             n += 1.0;
-            if pred[i] == b.targets[i] {
+            if p == t {
                 hit += 1.0;
             }
         }

@@ -26,7 +26,7 @@ pub trait Task {
     fn evaluate(&mut self, step: u64) -> candle_core::Result<Metrics>;
     /// Whether to evaluate after `step` completed steps (default: every `eval_every`).
     fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
-        cfg.eval_every > 0 && step % cfg.eval_every == 0
+        cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every)
     }
 }
 

@@ -36,7 +36,7 @@ impl Progress {
         if let Some(b) = &self.bar {
             b.set_position(done);
             b.set_message(format!("loss {loss:.4} · {rate:.1} steps/s"));
-        } else if !self.quiet && (done % self.plain_every == 0 || done == self.total) {
+        } else if !self.quiet && (done.is_multiple_of(self.plain_every) || done == self.total) {
             eprintln!("step {done}/{} loss {loss:.4} ({rate:.1} steps/s)", self.total);
         }
     }

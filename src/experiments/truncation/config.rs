@@ -127,15 +127,14 @@ impl Default for TruncationStudy {
 impl TruncationStudy {
     /// The `--quick` version: the XS smoke configuration (spec §9), main run only.
     pub fn quick() -> Self {
-        let mut s = Self::default();
-        s.name = "truncation-quick".into();
-        s.train.steps = 450;
-        s.eval.n_clean = 128;
-        s.eval.n_noisy = 128;
-        s.variants.low_alpha = false;
-        s.variants.ffn1_only = false;
-        s.variants.attn_only = false;
-        s
+        let d = Self::default();
+        Self {
+            name: "truncation-quick".into(),
+            train: TrainConfig { steps: 450, ..d.train.clone() },
+            eval: EvalConfig { n_clean: 128, n_noisy: 128, ..d.eval.clone() },
+            variants: VariantsConfig { low_alpha: false, ffn1_only: false, attn_only: false, ..d.variants.clone() },
+            ..d
+        }
     }
 }
 

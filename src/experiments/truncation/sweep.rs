@@ -27,8 +27,11 @@ fn wrap(e: crate::surgery::SurgeryError) -> candle_core::Error {
     candle_core::Error::wrap(e)
 }
 
+/// An edit spec with its (layer, matrix, ρ), or `none` with no coordinates.
+pub type GridEdit = (String, Option<(usize, String, f64)>);
+
 /// The edits of the grid that exist in this model, plus `none`.
-pub fn grid(task: &NoisyRecallTask, cfg: &SweepConfig) -> Vec<(String, Option<(usize, String, f64)>)> {
+pub fn grid(task: &NoisyRecallTask, cfg: &SweepConfig) -> Vec<GridEdit> {
     let params = task.model.params();
     let mut out = vec![("none".to_string(), None)];
     for layer in 0..task.model.n_layers() {

@@ -180,6 +180,6 @@ impl Task for NoisyRecallTask {
         self.probes()
     }
     fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
-        step <= self.early_steps || self.extra_steps.contains(&step) || (cfg.eval_every > 0 && step % cfg.eval_every == 0)
+        step <= self.early_steps || self.extra_steps.contains(&step) || (cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every))
     }
 }

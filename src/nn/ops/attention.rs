@@ -107,6 +107,8 @@ fn forward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
     (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
         || vec![0.0f32; t * s],
         |p, task| {
+            // Capture the whole SyncPtr (Send), not its raw-pointer field.
+            #[allow(clippy::redundant_locals)]
             let zp = zp;
             let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
             for h in kvh * group..(kvh + 1) * group {

@@ -165,6 +165,39 @@ pub(crate) fn row_sum(a: &[f32]) -> f32 {
     s
 }
 
+/// Run `f` on the contiguous f32 elements of a CPU tensor without copying
+/// them (a non-contiguous tensor is made contiguous first).
+pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(slice(cpu, layout, op)?)),
+        _ => bail!("{op}: CPU tensor expected"),
+    }
+}
+
+/// A vector of `n` floats produced by `fill`, which must write every element
+/// through the pointer (e.g. a GEMM in replace mode); skips zero-filling.
+pub(crate) fn written_by(n: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    fill(v.spare_capacity_mut().as_mut_ptr().cast::<f32>());
+    // SAFETY: `fill` initialised all n elements (callers' contract).
+    unsafe { v.set_len(n) };
+    v
+}
+
+/// `out = f(a, b)` over two equal-length slices, in parallel chunks of
+/// `CHUNK` (elementwise, so thread-count independent).
+pub(crate) fn zip_chunks(op: &str, a: &[f32], b: &[f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    if a.len() != b.len() {
+        bail!("{op}: inputs have {} and {} elements", a.len(), b.len());
+    }
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| f(a, b, o));
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod testing {
     //! Test helpers shared by the op files: random inputs, parity, finite differences, thread pools.
@@ -255,35 +288,3 @@ pub(crate) mod testing {
     }
 }
 
-/// Run `f` on the contiguous f32 elements of a CPU tensor without copying
-/// them (a non-contiguous tensor is made contiguous first).
-pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(f(slice(cpu, layout, op)?)),
-        _ => bail!("{op}: CPU tensor expected"),
-    }
-}
-
-/// A vector of `n` floats produced by `fill`, which must write every element
-/// through the pointer (e.g. a GEMM in replace mode); skips zero-filling.
-pub(crate) fn written_by(n: usize, fill: impl FnOnce(*mut f32)) -> Vec<f32> {
-    let mut v: Vec<f32> = Vec::with_capacity(n);
-    fill(v.spare_capacity_mut().as_mut_ptr().cast::<f32>());
-    // SAFETY: `fill` initialised all n elements (callers' contract).
-    unsafe { v.set_len(n) };
-    v
-}
-
-/// `out = f(a, b)` over two equal-length slices, in parallel chunks of
-/// `CHUNK` (elementwise, so thread-count independent).
-pub(crate) fn zip_chunks(op: &str, a: &[f32], b: &[f32], f: impl Fn(&[f32], &[f32], &mut [f32]) + Sync) -> Result<Vec<f32>> {
-    use rayon::prelude::*;
-    if a.len() != b.len() {
-        bail!("{op}: inputs have {} and {} elements", a.len(), b.len());
-    }
-    let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| f(a, b, o));
-    Ok(out)
-}
