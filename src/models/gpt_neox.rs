@@ -13,7 +13,7 @@ use super::LanguageModel;
 use crate::interp::hooks::{HookPoint, Hooks};
 use crate::nn::attention::attend;
 use crate::nn::{Embedding, Linear, Norm, NormKind, Params, ResidualKind};
-use crate::nn::rope::Rope;
+use crate::nn::rope::{Rope, RopeCache};
 
 /// `config.json` of `GPTNeoXForCausalLM`: keys as HF spells them (extra keys ignored).
 /// Newer transformers write `partial_rotary_factor`/`rope_theta` (or a
@@ -272,6 +272,7 @@ pub struct GptNeox {
     layers: Vec<Layer>,
     final_layer_norm: Norm,
     embed_out: Linear,
+    rope: Option<RopeCache>,
     params: Params,
     pub cfg: GptNeoxConfig,
 }
@@ -290,7 +291,8 @@ impl GptNeox {
         } else {
             vb.pp("embed_out").linear(cfg.d_model, cfg.vocab_size, false)?
         };
-        Ok(Self { embed_in, layers, final_layer_norm, embed_out, params: vb.params().clone(), cfg: cfg.clone() })
+        let rope = (cfg.rot_dims > 0).then(|| RopeCache::new(cfg.rot_dims, cfg.rope_base));
+        Ok(Self { embed_in, layers, final_layer_norm, embed_out, rope, params: vb.params().clone(), cfg: cfg.clone() })
     }
 
     /// Loads `dir` (config.json + safetensors) onto `device`.
@@ -306,10 +308,7 @@ impl GptNeox {
     pub fn forward_cached(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, hooks: &mut Hooks) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let rope = match self.cfg.rot_dims {
-            0 => None,
-            r => Some(Rope::new(r, self.cfg.rope_base, offset + t, ids.device())?),
-        };
+        let rope = self.rope.as_ref().map(|c| c.get(offset + t, ids.device())).transpose()?;
         let mut resid = hooks.apply(HookPoint::Embed, self.embed_in.forward(ids)?)?;
         for layer in &self.layers {
             resid = layer.forward(resid, rope.as_ref(), offset, cache.as_deref_mut(), hooks)?;

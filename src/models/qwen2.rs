@@ -13,7 +13,7 @@ use super::hf::{self, require, FieldError, HfAct, HfError, HfLoader, HfWeights, 
 use super::LanguageModel;
 use crate::interp::hooks::{HookPoint, Hooks};
 use crate::nn::attention::attend;
-use crate::nn::rope::Rope;
+use crate::nn::rope::{Rope, RopeCache};
 use crate::nn::{Embedding, Linear, Norm, NormKind, Params};
 
 /// `config.json` of `Qwen2ForCausalLM`: keys as HF spells them (extra keys ignored).
@@ -248,6 +248,7 @@ pub struct Qwen2 {
     layers: Vec<Layer>,
     norm: Norm,
     lm_head: Linear,
+    rope: RopeCache,
     params: Params,
     pub cfg: Qwen2Config,
 }
@@ -266,7 +267,8 @@ impl Qwen2 {
         } else {
             vb.pp("lm_head").linear(cfg.d_model, cfg.vocab_size, false)?
         };
-        Ok(Self { embed_tokens, layers, norm, lm_head, params: vb.params().clone(), cfg: cfg.clone() })
+        let rope = RopeCache::new(cfg.d_head, cfg.rope_base);
+        Ok(Self { embed_tokens, layers, norm, lm_head, rope, params: vb.params().clone(), cfg: cfg.clone() })
     }
 
     /// Loads `dir` (config.json + safetensors) onto `device`.
@@ -282,7 +284,7 @@ impl Qwen2 {
     pub fn forward_cached(&self, ids: &Tensor, mut cache: Option<&mut KvCache>, hooks: &mut Hooks) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         let offset = cache.as_ref().map_or(0, |c| c.len());
-        let rope = Rope::new(self.cfg.d_head, self.cfg.rope_base, offset + t, ids.device())?;
+        let rope = self.rope.get(offset + t, ids.device())?;
         let mut resid = hooks.apply(HookPoint::Embed, self.embed_tokens.forward(ids)?)?;
         for layer in &self.layers {
             resid = layer.forward(resid, &rope, offset, cache.as_deref_mut(), hooks)?;

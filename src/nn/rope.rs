@@ -53,6 +53,35 @@ impl Rope {
     }
 }
 
+/// A `Rope` table kept across forward calls and grown (doubling) when a longer
+/// sequence arrives, so KV-cached decoding does not rebuild it every token.
+#[derive(Debug)]
+pub struct RopeCache {
+    rot_dims: usize,
+    base: f64,
+    table: std::sync::Mutex<Option<(usize, Rope)>>,
+}
+
+impl RopeCache {
+    pub fn new(rot_dims: usize, base: f64) -> Self {
+        Self { rot_dims, base, table: std::sync::Mutex::new(None) }
+    }
+
+    /// A table covering positions `0..len` (cheap clone of the cached one).
+    pub fn get(&self, len: usize, device: &Device) -> Result<Rope> {
+        let mut slot = self.table.lock().expect("rope cache lock poisoned");
+        match &*slot {
+            Some((n, rope)) if *n >= len => Ok(rope.clone()),
+            other => {
+                let n = len.max(other.as_ref().map_or(0, |(n, _)| 2 * n)).max(64);
+                let rope = Rope::new(self.rot_dims, self.base, n, device)?;
+                *slot = Some((n, rope.clone()));
+                Ok(rope)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +98,19 @@ mod tests {
         }
         let row0: Vec<f32> = y.narrow(1, 0, 1)?.flatten_all()?.to_vec1()?;
         assert_eq!(row0, vec![0., 1., 2., 3., 4., 5.]);
+        Ok(())
+    }
+
+    #[test]
+    fn cached_table_matches_a_fresh_one() -> Result<()> {
+        let dev = Device::Cpu;
+        let cache = RopeCache::new(4, 10000.0);
+        let x = Tensor::arange(0f32, 24., &dev)?.reshape((1, 4, 1, 6))?;
+        let small = cache.get(10, &dev)?.apply(&x, 3)?; // table of 64 positions
+        let grown = cache.get(200, &dev)?.apply(&x, 3)?; // rebuilt at 200
+        let fresh = Rope::new(4, 10000.0, 7, &dev)?.apply(&x, 3)?;
+        assert_eq!(small.flatten_all()?.to_vec1::<f32>()?, fresh.flatten_all()?.to_vec1::<f32>()?);
+        assert_eq!(grown.flatten_all()?.to_vec1::<f32>()?, fresh.flatten_all()?.to_vec1::<f32>()?);
         Ok(())
     }
 }
