@@ -98,3 +98,33 @@ fn model_gradients_match_finite_differences() -> Result<()> {
     }
     Ok(())
 }
+
+/// A sparsely scored batch takes the gathered path (`Gpt::forward_rows`): same loss
+/// and same gradients as scoring the full logits, for every model family.
+#[test]
+fn sparse_loss_rows_path_matches_full_logits() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for (name, cfg) in families() {
+        let model = Gpt::new(&cfg, 2, &Device::Cpu)?;
+        let mut b = induction::sample(3, 8, cfg.vocab_size, &mut rng);
+        for (i, w) in b.weights.iter_mut().enumerate() {
+            *w = if [3, 10, 11, 23].contains(&i) { 1.0 } else { 0.0 };
+        }
+        let fast = lm_loss(&model, &b)?;
+        let (ids, targets, weights) = latentlab::train::lm_task::batch_tensors(&b, &Device::Cpu)?;
+        let logits = model.forward(&ids, &mut latentlab::interp::hooks::Hooks::none())?;
+        let v = logits.dim(2)?;
+        let full = latentlab::nn::ops::cross_entropy(&logits.reshape((24, v))?, &targets, Some(&weights))?;
+        let (a, c) = (fast.to_scalar::<f32>()?, full.to_scalar::<f32>()?);
+        assert!((a - c).abs() <= 1e-5 * c.abs().max(1.0), "{name}: loss {a} vs {c}");
+        let (ga, gc) = (fast.backward()?, full.backward()?);
+        for (pname, var) in model.params().trainable() {
+            let x = ga.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+            let y = gc.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+            assert!(err <= 1e-4 * scale, "{name}: `{pname}` gradient differs by {err} (scale {scale})");
+        }
+    }
+    Ok(())
+}

@@ -183,6 +183,17 @@ pub struct NoisyRecallBatch {
 }
 
 impl NoisyRecallBatch {
+    /// The generic LM view: inputs, targets, and weight 1 at the scored positions.
+    pub fn token_batch(&self) -> super::TokenBatch {
+        super::TokenBatch {
+            batch: self.batch,
+            seq_len: self.seq_len,
+            inputs: self.inputs.clone(),
+            targets: self.targets.clone(),
+            weights: self.scored.clone(),
+        }
+    }
+
     /// Number of answers per sequence (K).
     pub fn n_triggers(&self) -> usize {
         self.triggers.len()

@@ -97,4 +97,31 @@ impl Block {
         };
         hooks.apply(HookPoint::ResidPost(l), out)
     }
+
+    /// The block's output at `rows` of the flattened `(batch·pos)` stream only:
+    /// `(batch, pos, d_model), rows: (n,) u32 -> (n, d_model)`. Attention still runs
+    /// over every position (its keys and values need them); the residual adds, the
+    /// norm and the MLP run on the kept rows. Equals `forward` flattened and gathered
+    /// (no hooks); a loss that reads few positions needs nothing more from the last block.
+    pub fn forward_rows(&self, resid: &Tensor, rows: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = resid.dims3()?;
+        let mut hooks = Hooks::none();
+        let attn_in = Self::normed(&self.ln1, HookPoint::Ln1Normalized(self.layer), resid, &mut hooks)?;
+        let attn_out = self.attn.forward(&attn_in, &mut hooks)?;
+        let gather = |x: &Tensor| x.reshape((b * t, d))?.index_select(rows, 0)?.unsqueeze(0);
+        let (resid, attn_out) = (gather(resid)?, gather(&attn_out)?);
+        let mid = (&resid + attn_out)?;
+        let out = match (&self.mlp, self.residual) {
+            (None, _) => mid,
+            (Some(mlp), ResidualKind::Sequential) => {
+                let mlp_in = Self::normed(&self.ln2, HookPoint::Ln2Normalized(self.layer), &mid, &mut hooks)?;
+                (&mid + mlp.forward(&mlp_in, &mut hooks)?)?
+            }
+            (Some(mlp), ResidualKind::Parallel) => {
+                let mlp_in = Self::normed(&self.ln2, HookPoint::Ln2Normalized(self.layer), &resid, &mut hooks)?;
+                (&mid + mlp.forward(&mlp_in, &mut hooks)?)?
+            }
+        };
+        out.squeeze(0)
+    }
 }

@@ -11,7 +11,8 @@ use rand_chacha::ChaCha8Rng;
 use super::config::{OptimizerKind, TrainConfig};
 use super::lm_task::lm_loss;
 use super::optim::Optimizer;
-use crate::data::induction;
+use crate::data::noisy_recall::{NoisyRecallConfig, NoisyRecallSampler};
+use crate::data::{induction, TokenBatch};
 use crate::models::{Gpt, GptConfig, LanguageModel};
 use crate::nn::{ops, Act, FfnKind};
 
@@ -21,6 +22,17 @@ pub struct BenchConfig {
     pub model: GptConfig,
     pub train: TrainConfig,
     pub seq_len: usize,
+    /// The batches timed.
+    pub data: BenchData,
+}
+
+/// Which batches a bench config trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchData {
+    /// Induction sequences, loss on the second half of each.
+    Induction,
+    /// Noisy in-context recall at α = 0.5 (loss at trigger occurrences ≥ 2, ~1 in 8 positions).
+    NoisyRecall,
 }
 
 /// The standard configs (`latentlab bench --config NAME`).
@@ -39,9 +51,9 @@ pub fn standard_configs() -> Vec<BenchConfig> {
         ..Default::default()
     };
     vec![
-        BenchConfig { name: "small-gpt-d128", model: d128, train: adamw.clone(), seq_len: 64 },
-        BenchConfig { name: "small-gpt-d64", model: d64, train: adamw, seq_len: 64 },
-        BenchConfig { name: "noisy-recall-s", model: trunc, train: sgd, seq_len: 64 },
+        BenchConfig { name: "small-gpt-d128", model: d128, train: adamw.clone(), seq_len: 64, data: BenchData::Induction },
+        BenchConfig { name: "small-gpt-d64", model: d64, train: adamw, seq_len: 64, data: BenchData::Induction },
+        BenchConfig { name: "noisy-recall-s", model: trunc, train: sgd, seq_len: 64, data: BenchData::NoisyRecall },
     ]
 }
 
@@ -73,12 +85,14 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// The GEMMs of one training step as (batch, m, k, n) with their repeat count:
 /// forward `x·Wᵀ`, backward `g·W` and `gᵀ·x` for each weight; attention
 /// `q·kᵀ`, `p·v` and their four backward products.
-fn gemm_shapes(m: &GptConfig, batch: usize, t: usize) -> Vec<(usize, usize, usize, usize)> {
-    let rows = batch * t;
+/// With `scored = Some(n)` the last block's MLP and the unembedding see `n` rows
+/// (`Gpt::forward_rows`, used by the loss when few positions are scored).
+fn gemm_shapes(m: &GptConfig, batch: usize, t: usize, scored: Option<usize>) -> Vec<(usize, usize, usize, usize)> {
+    let all_rows = batch * t;
     let d = m.d_model;
     let (h, dh) = (m.n_heads, m.d_head());
     let mut out = Vec::new();
-    let linear = |out: &mut Vec<_>, din: usize, dout: usize, input_grad: bool| {
+    let linear = |out: &mut Vec<_>, rows: usize, din: usize, dout: usize, input_grad: bool| {
         out.push((1, rows, din, dout));
         out.push((1, dout, rows, din));
         if input_grad {
@@ -87,26 +101,29 @@ fn gemm_shapes(m: &GptConfig, batch: usize, t: usize) -> Vec<(usize, usize, usiz
     };
     for l in 0..m.n_layers {
         let first = l == 0;
+        let rows = all_rows;
+        let mlp_rows = if l + 1 == m.n_layers { scored.unwrap_or(all_rows) } else { all_rows };
         if !m.identity_q {
-            linear(&mut out, d, h * dh, !first || !m.freeze_embed);
+            linear(&mut out, rows, d, h * dh, !first || !m.freeze_embed);
         }
-        linear(&mut out, d, m.n_kv_heads() * dh, true);
-        linear(&mut out, d, m.n_kv_heads() * dh, true);
-        linear(&mut out, h * dh, d, true);
+        linear(&mut out, rows, d, m.n_kv_heads() * dh, true);
+        linear(&mut out, rows, d, m.n_kv_heads() * dh, true);
+        linear(&mut out, rows, h * dh, d, true);
         match m.ffn_kind(l) {
             FfnKind::Mlp => {
-                linear(&mut out, d, m.d_mlp, true);
-                linear(&mut out, m.d_mlp, d, true);
+                linear(&mut out, mlp_rows, d, m.d_mlp, true);
+                linear(&mut out, mlp_rows, m.d_mlp, d, true);
                 if m.act == Act::Swiglu {
-                    linear(&mut out, d, m.d_mlp, true);
+                    linear(&mut out, mlp_rows, d, m.d_mlp, true);
                 }
             }
-            FfnKind::Linear => linear(&mut out, d, d, true),
+            FfnKind::Linear => linear(&mut out, mlp_rows, d, d, true),
             FfnKind::None => {}
         }
         let bh = batch * h;
         out.extend([(bh, t, dh, t), (bh, t, t, dh), (bh, t, t, dh), (bh, t, dh, t), (bh, dh, t, t), (bh, t, t, dh)]);
     }
+    let rows = scored.unwrap_or(all_rows);
     out.push((1, rows, d, m.vocab_size));
     out.push((1, rows, m.vocab_size, d));
     if m.unembed != crate::models::UnembedKind::FrozenUniform {
@@ -188,7 +205,16 @@ pub fn bench(cfg: &BenchConfig, warmup: usize, steps: usize) -> Result<BenchResu
     let mut opt = Optimizer::new(cfg.train.optimizer);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let batch = cfg.train.batch_size;
-    let batches: Vec<_> = (0..4).map(|_| induction::sample(batch, cfg.seq_len, cfg.model.vocab_size, &mut rng)).collect();
+    let batches: Vec<TokenBatch> = match cfg.data {
+        BenchData::Induction => (0..4).map(|_| induction::sample(batch, cfg.seq_len, cfg.model.vocab_size, &mut rng)).collect(),
+        BenchData::NoisyRecall => {
+            let data = NoisyRecallConfig { seq_len: cfg.seq_len, ..Default::default() };
+            let sampler = NoisyRecallSampler::new(&data).map_err(candle_core::Error::wrap)?;
+            (0..4).map(|_| sampler.sample(batch, &mut rng).token_batch()).collect()
+        }
+    };
+    // Rows the loss reads (the last block's MLP and the unembedding run on these only).
+    let scored = batches[0].weights.iter().filter(|w| **w != 0.0).count();
     let (mut fw, mut bw, mut cl, mut op, mut total) = (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
@@ -212,7 +238,8 @@ pub fn bench(cfg: &BenchConfig, warmup: usize, steps: usize) -> Result<BenchResu
             total.push(ms(t0, t4));
         }
     }
-    let shapes = gemm_shapes(&cfg.model, batch, cfg.seq_len);
+    let sparse = scored * 3 < batch * cfg.seq_len;
+    let shapes = gemm_shapes(&cfg.model, batch, cfg.seq_len, sparse.then_some(scored));
     let (ms_mm, flop) = time_matmuls(&shapes, 5.max(steps / 2), &dev)?;
     let ms_step = median(total);
     let tokens = (batch * cfg.seq_len) as f64;

@@ -35,13 +35,7 @@ pub type PerExample = Vec<(usize, u32, f32, f32)>;
 
 /// The batch as next-token training data (loss on scored positions).
 pub fn token_batch(b: &NoisyRecallBatch) -> TokenBatch {
-    TokenBatch {
-        batch: b.batch,
-        seq_len: b.seq_len,
-        inputs: b.inputs.clone(),
-        targets: b.targets.clone(),
-        weights: b.scored.clone(),
-    }
+    b.token_batch()
 }
 
 fn ids(b: &NoisyRecallBatch, device: &Device) -> Result<Tensor> {
