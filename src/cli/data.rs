@@ -7,7 +7,7 @@ use rand::SeedableRng;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Task: `induction`.
+    /// Task: `induction` or `noisy-recall` (the truncation study's data, 65-char vocabulary).
     task: String,
     /// Number of sequences.
     #[arg(long, default_value_t = 256)]
@@ -18,6 +18,9 @@ pub struct Args {
     vocab_size: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// `noisy-recall`: probability α that a trigger is followed by the noise token.
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
     /// Output JSONL file (one sequence per line).
     #[arg(long)]
     out: PathBuf,
@@ -28,7 +31,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let batch = match args.task.as_str() {
         "induction" => latentlab::data::induction::sample(args.n, args.seq_len, args.vocab_size, &mut rng),
-        other => return Err(super::UsageError(format!("unknown task `{other}`; expected one of: induction")).into()),
+        "noisy-recall" => {
+            use latentlab::data::noisy_recall::{NoisyRecallConfig, NoisyRecallSampler};
+            let cfg = NoisyRecallConfig { seq_len: args.seq_len, alpha: args.alpha, ..Default::default() };
+            let sampler = NoisyRecallSampler::new(&cfg).map_err(|e| super::UsageError(e.to_string()))?;
+            let b = sampler.sample(args.n, &mut rng);
+            latentlab::data::noisy_recall::write_jsonl(&args.out, &b).with_context(|| format!("writing {}", args.out.display()))?;
+            println!("wrote {} sequences to {}", b.batch, args.out.display());
+            return Ok(());
+        }
+        other => return Err(super::UsageError(format!("unknown task `{other}`; expected one of: induction, noisy-recall")).into()),
     };
     let mut text = String::new();
     for r in 0..batch.batch {

@@ -199,7 +199,15 @@ fn main_claims(v: &VariantResult, alpha: f64, last: usize, quick: bool, out: &mu
             "C5",
             "layer-2 attention avoids τ occurrences",
             "noisy data: mass on τ slots ≤ 0.1, on ȳ slots ≥ 0.75",
-            format!("τ slots {n:.3}, ȳ slots {a:.3} (step {final_step})"),
+            {
+                let part = |k: &str| v.at(k, final_step).map_or("—".to_string(), |x| format!("{x:.3}"));
+                format!(
+                    "τ slots {n:.3}, ȳ slots {a:.3} (step {final_step}); τ mass when a ȳ slot exists {}, when only τ slots exist {} ({} of queries)",
+                    part("l2_attn_noise_noisy_with_choice"),
+                    part("l2_attn_noise_noisy_forced"),
+                    part("l2_noisy_forced_frac")
+                )
+            },
             n <= 0.1 && a >= 0.75,
         ));
     }

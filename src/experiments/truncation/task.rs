@@ -89,8 +89,22 @@ pub fn drop_ffn(layer: usize) -> Hooks {
 }
 
 /// Layer-`layer` attention mass from scored trigger queries onto the positions
-/// right after earlier triggers: (on ȳ slots, on τ slots).
-pub fn trigger_follower_mass(pattern: &Tensor, b: &NoisyRecallBatch) -> Result<(f64, f64)> {
+/// right after earlier triggers.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerMass {
+    /// On ȳ slots (followers holding the answer), all scored queries.
+    pub answer: f64,
+    /// On τ slots (followers holding the noise token), all scored queries.
+    pub noise: f64,
+    /// On τ slots, queries with at least one earlier ȳ slot (attention has a choice).
+    pub noise_with_choice: f64,
+    /// On τ slots, queries whose earlier followers are all τ (no ȳ to copy).
+    pub noise_forced: f64,
+    /// Fraction of scored queries of the forced kind.
+    pub forced_frac: f64,
+}
+
+pub fn trigger_follower_mass(pattern: &Tensor, b: &NoisyRecallBatch) -> Result<FollowerMass> {
     let t = b.seq_len;
     let slots = |bi: usize, qi: usize, noise: bool| -> Option<Vec<usize>> {
         let i = bi * t + qi;
@@ -103,7 +117,24 @@ pub fn trigger_follower_mass(pattern: &Tensor, b: &NoisyRecallBatch) -> Result<(
                 .collect(),
         )
     };
-    Ok((mass_on_keys(pattern, |bi, qi| slots(bi, qi, false))?, mass_on_keys(pattern, |bi, qi| slots(bi, qi, true))?))
+    let has_answer = |bi: usize, qi: usize| slots(bi, qi, false).map(|v| !v.is_empty());
+    let (mut forced, mut scored) = (0usize, 0usize);
+    for bi in 0..b.batch {
+        for qi in 0..t {
+            if let Some(h) = has_answer(bi, qi) {
+                scored += 1;
+                forced += usize::from(!h);
+            }
+        }
+    }
+    let when = |want: bool| move |bi: usize, qi: usize| (has_answer(bi, qi)? == want).then(|| slots(bi, qi, true)).flatten();
+    Ok(FollowerMass {
+        answer: mass_on_keys(pattern, |bi, qi| slots(bi, qi, false))?,
+        noise: mass_on_keys(pattern, |bi, qi| slots(bi, qi, true))?,
+        noise_with_choice: mass_on_keys(pattern, when(true))?,
+        noise_forced: mass_on_keys(pattern, when(false))?,
+        forced_frac: if scored > 0 { forced as f64 / scored as f64 } else { f64::NAN },
+    })
 }
 
 /// The training task of one variant.
@@ -134,17 +165,20 @@ impl NoisyRecallTask {
         m.insert("clean_p_answer".into(), clean.p_answer);
         m.insert("clean_loss".into(), clean.loss);
         m.insert("l1_prev_token_attn".into(), prev_token_mass(&hooks.cache[&patterns[0]])?);
-        let (ans, _) = trigger_follower_mass(&hooks.cache[&patterns[1]], &self.clean)?;
-        m.insert("l2_attn_answer_clean".into(), ans);
+        let clean_mass = trigger_follower_mass(&hooks.cache[&patterns[1]], &self.clean)?;
+        m.insert("l2_attn_answer_clean".into(), clean_mass.answer);
 
         let mut hooks = Hooks::capture([patterns[1].clone()]);
         let (noisy, _) = evaluate(&self.model, &self.noisy, &mut hooks)?;
         m.insert("noisy_p_noise".into(), noisy.p_noise);
         m.insert("noisy_p_answer".into(), noisy.p_answer);
         m.insert("noisy_acc".into(), noisy.acc);
-        let (ans, noise) = trigger_follower_mass(&hooks.cache[&patterns[1]], &self.noisy)?;
-        m.insert("l2_attn_answer_noisy".into(), ans);
-        m.insert("l2_attn_noise_noisy".into(), noise);
+        let fm = trigger_follower_mass(&hooks.cache[&patterns[1]], &self.noisy)?;
+        m.insert("l2_attn_answer_noisy".into(), fm.answer);
+        m.insert("l2_attn_noise_noisy".into(), fm.noise);
+        m.insert("l2_attn_noise_noisy_with_choice".into(), fm.noise_with_choice);
+        m.insert("l2_attn_noise_noisy_forced".into(), fm.noise_forced);
+        m.insert("l2_noisy_forced_frac".into(), fm.forced_frac);
 
         for (l, key) in [(0usize, "ffn1"), (last, "ffn2")] {
             if self.model.block(l).and_then(|b| b.mlp()).is_some() {
