@@ -68,5 +68,21 @@ fn quick_reproduction_passes_the_smoke_bands_and_checkpoints_can_be_edited() {
     assert_eq!(e.status.code(), Some(2));
 
     ok(&latentlab(&["eval", ck.to_str().unwrap()]));
+    // Probes recomputed over the run's checkpoint series match those logged in training.
+    let series = tmp.path().join("series.jsonl");
+    ok(&latentlab(&["eval", dir.join("main/checkpoints").to_str().unwrap(), "--probes", "--out", series.to_str().unwrap()]));
+    let logged: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.join("main/metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recomputed: Vec<serde_json::Value> =
+        std::fs::read_to_string(&series).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(!recomputed.is_empty());
+    for r in &recomputed {
+        let step = r["step"].as_u64().unwrap();
+        let l = logged.iter().rev().find(|l| l["step"].as_u64() == Some(step) && l.get("ffn2_noise_margin").is_some()).expect("logged probes");
+        for k in ["ffn2_noise_margin", "l2_attn_answer_noisy", "clean_acc_ffn2_dropped", "l1_prev_token_attn"] {
+            let (a, b) = (r[k].as_f64().unwrap(), l[k].as_f64().unwrap());
+            assert!((a - b).abs() < 1e-6, "step {step} {k}: recomputed {a} vs logged {b}");
+        }
+    }
     ok(&latentlab(&["analyze", ck.to_str().unwrap(), "--hook", "blocks.1.attn.hook_pattern", "--out", tmp.path().join("a.safetensors").to_str().unwrap()]));
 }

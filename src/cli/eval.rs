@@ -1,25 +1,86 @@
-//! `latentlab eval`.
+//! `latentlab eval`: one checkpoint, or a series of them (a run's `checkpoints/`
+//! folder expands to every `step_*` inside, in step order).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use latentlab::experiments::checkpoint::CheckpointTask;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (holds manifest.json and model.safetensors).
-    checkpoint: PathBuf,
-    /// Write the metrics as JSON here (default `<checkpoint>/eval.json`).
+    /// Checkpoint directories (each holds manifest.json and model.safetensors), or a
+    /// run's `checkpoints/` folder for all of its checkpoints.
+    #[arg(required = true)]
+    checkpoints: Vec<PathBuf>,
+    /// Also recompute the task's training-dynamics probes (truncation study: FFN noise
+    /// margins, attention masses, accuracy with the last FFN dropped, ...).
+    #[arg(long)]
+    probes: bool,
+    /// Output: JSON for one checkpoint (default `<checkpoint>/eval.json`), JSONL with one
+    /// line per checkpoint for a series (default `eval.jsonl` beside the checkpoints).
     #[arg(long)]
     out: Option<PathBuf>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let (mut task, ck) = CheckpointTask::open(&args.checkpoint)?;
-    let (m, _) = task.evaluate(false)?;
-    for (k, v) in &m {
-        println!("{k}\t{v:.6}");
+/// `path` itself when it is a checkpoint, else its `step_*` subfolders in order.
+fn expand(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    if !path.is_dir() || path.join("manifest.json").exists() {
+        return Ok(vec![path.to_path_buf()]);
     }
-    let out = args.out.unwrap_or_else(|| ck.dir.join("eval.json"));
-    latentlab::util::fsx::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
+    let mut steps: Vec<PathBuf> = std::fs::read_dir(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("step_")))
+        .collect();
+    steps.sort();
+    anyhow::ensure!(
+        !steps.is_empty(),
+        super::UsageError(format!("{}: neither a checkpoint (no manifest.json) nor a folder of step_* checkpoints", path.display()))
+    );
+    Ok(steps)
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let mut paths = Vec::new();
+    let mut folder = false;
+    for p in &args.checkpoints {
+        let found = expand(p)?;
+        folder |= found.first() != Some(p);
+        paths.extend(found);
+    }
+    let series = folder || paths.len() > 1;
+    let mut lines = String::new();
+    let mut last_dir = PathBuf::new();
+    for path in &paths {
+        let (mut task, ck) = CheckpointTask::open(path)?;
+        let (mut m, _) = task.evaluate(false)?;
+        if args.probes {
+            m.extend(task.probes()?);
+        }
+        if series {
+            let summary: Vec<String> = m.iter().take(6).map(|(k, v)| format!("{k} {v:.4}")).collect();
+            println!("step {:>7}  {}", ck.manifest.step, summary.join("  "));
+            let mut obj = serde_json::Map::new();
+            obj.insert("checkpoint".into(), ck.dir.display().to_string().into());
+            obj.insert("step".into(), ck.manifest.step.into());
+            for (k, v) in &m {
+                obj.insert(k.clone(), (*v).into());
+            }
+            lines += &serde_json::Value::Object(obj).to_string();
+            lines.push('\n');
+        } else {
+            for (k, v) in &m {
+                println!("{k}\t{v:.6}");
+            }
+            let out = args.out.clone().unwrap_or_else(|| ck.dir.join("eval.json"));
+            latentlab::util::fsx::write_atomic(&out, serde_json::to_string_pretty(&m)?.as_bytes())?;
+        }
+        last_dir = ck.dir.clone();
+    }
+    if series {
+        let out = args.out.unwrap_or_else(|| last_dir.parent().unwrap_or(Path::new(".")).join("eval.jsonl"));
+        latentlab::util::fsx::write_atomic(&out, lines.as_bytes())?;
+        println!("wrote {} rows to {}", paths.len(), out.display());
+    }
     Ok(())
 }

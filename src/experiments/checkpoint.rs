@@ -103,6 +103,15 @@ impl CheckpointTask {
         }
     }
 
+    /// The task's training-dynamics probes at these weights (for `latentlab train`
+    /// runs: the task's own evaluation).
+    pub fn probes(&mut self) -> candle_core::Result<Metrics> {
+        match self {
+            CheckpointTask::Lm(t) => t.evaluate(0),
+            CheckpointTask::Recall(t) => t.probes(),
+        }
+    }
+
     /// Evaluate each edit set in turn (weights restored after each); one SVD
     /// per matrix for the whole sweep.
     pub fn truncate(&mut self, edits: &[EditSet], per_example: bool) -> Result<Vec<(String, Metrics, Vec<Value>)>, CheckpointError> {
