@@ -3,6 +3,8 @@
 //! `hooks` is the foundation every model calls into (TransformerLens names).
 //! Analyses live beside it and may import `models`, never `train` or `report`.
 
+pub mod fourier;
+pub mod heads;
 pub mod hooks;
 pub mod probes;
 
