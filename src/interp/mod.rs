@@ -4,6 +4,7 @@
 //! Analyses live beside it and may import `models`, never `train` or `report`.
 
 pub mod hooks;
+pub mod latent;
 pub mod probes;
 
 pub use hooks::{ActivationCache, HookPoint, Hooks, Intervention};
