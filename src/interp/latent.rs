@@ -300,18 +300,27 @@ pub fn pca_2d(x: &[Vec<f64>]) -> Vec<[f64; 2]> {
     }
     let mut comps: Vec<Vec<f64>> = Vec::new();
     for k in 0..2 {
-        let mut v: Vec<f64> = (0..d).map(|i| 1.0 + (i * (k + 1)) as f64 * 0.37).collect();
-        for _ in 0..500 {
-            let mut w: Vec<f64> = (0..d).map(|i| (0..d).map(|j| cov[i][j] * v[j]).sum()).collect();
+        let deflate = |w: &mut Vec<f64>| {
             for p in &comps {
                 let dot: f64 = w.iter().zip(p).map(|(a, b)| a * b).sum();
                 w.iter_mut().zip(p).for_each(|(a, b)| *a -= dot * b);
             }
-            let nw = norm(&w);
-            if nw < 1e-300 {
+            let n = norm(w);
+            if n > 0.0 {
+                w.iter_mut().for_each(|a| *a /= n);
+            }
+            n
+        };
+        let mut v: Vec<f64> = (0..d).map(|i| 1.0 + (i * (k + 1)) as f64 * 0.37).collect();
+        deflate(&mut v);
+        let scale: f64 = (0..d).map(|i| cov[i][i]).sum::<f64>().max(1e-300);
+        for _ in 0..500 {
+            let mut w: Vec<f64> = (0..d).map(|i| (0..d).map(|j| cov[i][j] * v[j]).sum()).collect();
+            // No variance left outside the earlier components: keep v (orthogonal to them).
+            if deflate(&mut w) < 1e-12 * scale {
                 break;
             }
-            v = w.iter().map(|a| a / nw).collect();
+            v = w;
         }
         comps.push(v);
     }
