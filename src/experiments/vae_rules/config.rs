@@ -245,7 +245,7 @@ impl VaeRulesStudy {
         Self {
             name: "vae-rules-quick".into(),
             data: DataConfig { n_train: 2000, n_valid: 100, n_test: 200 },
-            train: TrainConfig { steps: 200, warmup_steps: 20, eval_every: 100, ..d.train.clone() },
+            train: TrainConfig { steps: 150, warmup_steps: 15, eval_every: 75, ..d.train.clone() },
             eval: EvalConfig { n_test: 120, n_centroid: 240, grad_per_rule: 6, n_monitor: 64 },
             runs: RunsConfig {
                 supervision_families: vec![Family::Syllogism],
