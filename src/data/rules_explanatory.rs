@@ -19,7 +19,7 @@ pub fn premise_with_conclusions(rng: &mut impl Rng) -> (String, Vec<String>) {
     let p: Vec<&str> = PROPERTIES.choose_multiple(rng, 2).copied().collect();
     let a: Vec<&str> = ADJECTIVES.choose_multiple(rng, 2).copied().collect();
     let (x, y, pp, r, s, t) = (n[0], n[1], p[0], p[1], a[0], a[1]);
-    let mut facts = vec![
+    let mut facts = [
         format!("{x} is a kind of {y} ."),
         format!("{y} has {pp} ."),
         format!("{pp} is a kind of {r} ."),

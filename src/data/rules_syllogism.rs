@@ -22,7 +22,7 @@ pub fn premise_with_conclusions(rng: &mut impl Rng, held_out: bool) -> (String, 
     let p: Vec<&str> = preds.choose_multiple(rng, 4).copied().collect();
     let e: Vec<&str> = ents.choose_multiple(rng, 2).copied().collect();
     let (a, b, c, d, x, y) = (p[0], p[1], p[2], p[3], e[0], e[1]);
-    let mut facts = vec![
+    let mut facts = [
         format!("all {a} are {b} ."),
         format!("all {b} are {c} ."),
         format!("no {c} are {d} ."),

@@ -155,7 +155,7 @@ pub struct Posterior {
 
 impl LanguageVae {
     pub fn new(cfg: &VaeConfig, seed: u64, device: &Device) -> Result<Self> {
-        if cfg.d_model % cfg.n_heads != 0 {
+        if !cfg.d_model.is_multiple_of(cfg.n_heads) {
             candle_core::bail!("model.d_model = {} must be a multiple of model.n_heads = {}", cfg.d_model, cfg.n_heads);
         }
         let params = Params::new(seed, device);

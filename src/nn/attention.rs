@@ -416,7 +416,7 @@ mod cond_tests {
         let none = AttnCond { bidirectional: true, ..Default::default() };
         attn.forward_cond(&x, &none, &mut hooks)?;
         let base = hooks.cache[&HookPoint::AttnPattern(0)].clone();
-        let mut pattern_of = |slot| -> Result<Tensor> {
+        let pattern_of = |slot| -> Result<Tensor> {
             let mut hooks = Hooks::capture([HookPoint::AttnPattern(0)]);
             let cond = AttnCond { bidirectional: true, lengths: None, latent: Some((slot, &z)) };
             attn.forward_cond(&x, &cond, &mut hooks)?;
@@ -424,9 +424,7 @@ mod cond_tests {
         };
         let q = pattern_of(LatentSlot::Query)?;
         assert!(max_abs_diff(&base, &q) > 1e-3);
-        // Kv changes the values, and the keys only by a per-query constant:
-        // the pattern differs from base only through the value-free key path,
-        // so compare with a kv-added key of equal shift: pattern is unchanged.
+        // Kv shifts every score of query t by the same q_t·h: the pattern is unchanged.
         let kv = pattern_of(LatentSlot::Kv)?;
         assert!(max_abs_diff(&base, &kv) < 1e-5);
         Ok(())

@@ -266,7 +266,7 @@ impl Validate for VaeRulesStudy {
     fn validate(&self) -> Result<(), ConfigError> {
         check(!self.name.is_empty() && !self.name.contains('/'), "name", "must be a non-empty name without `/`")?;
         let m = &self.model;
-        check(m.d_model > 0 && m.n_heads > 0 && m.d_model % m.n_heads == 0, "model.d_model", "must be a positive multiple of model.n_heads")?;
+        check(m.d_model > 0 && m.n_heads > 0 && m.d_model.is_multiple_of(m.n_heads), "model.d_model", "must be a positive multiple of model.n_heads")?;
         check(m.d_mlp > 0, "model.d_mlp", "must be > 0")?;
         check(m.enc_layers > 0, "model.enc_layers", "must be > 0")?;
         check(m.dec_layers > 0, "model.dec_layers", "must be > 0")?;

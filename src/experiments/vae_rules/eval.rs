@@ -23,6 +23,9 @@ use crate::models::LanguageVae;
 
 const CHUNK: usize = 128;
 
+/// One `f64` row per example.
+type Rows = Vec<Vec<f64>>;
+
 /// Everything measured for one trained model (NaN = not applicable).
 #[derive(Debug, Clone, Serialize)]
 pub struct VariantEval {
@@ -58,7 +61,7 @@ fn to_f64(rows: Vec<Vec<f32>>) -> Vec<Vec<f64>> {
 }
 
 /// μ and log σ² of `items` (chunked), as rows.
-pub fn posterior_rows(model: &LanguageVae, items: &[&Encoded]) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+pub fn posterior_rows(model: &LanguageVae, items: &[&Encoded]) -> Result<(Rows, Rows)> {
     let (mut mu, mut lv) = (Vec::new(), Vec::new());
     for chunk in items.chunks(CHUNK) {
         let b = Batch::new(chunk, model.params().device())?;
@@ -259,7 +262,7 @@ pub fn grad_separation(model: &LanguageVae, items: &[Encoded], n_rules: usize, p
 /// outputs (before the residual add) of each encoder layer.
 pub fn write_silhouettes(model: &LanguageVae, items: &[Encoded]) -> Result<(Vec<f64>, Vec<f64>)> {
     let layers = model.config().enc_layers;
-    let mut pooled: Vec<(Vec<Vec<f64>>, Vec<Vec<f64>>)> = vec![(Vec::new(), Vec::new()); layers];
+    let mut pooled: Vec<(Rows, Rows)> = vec![(Vec::new(), Vec::new()); layers];
     let device: Device = model.params().device().clone();
     for chunk in items.chunks(CHUNK) {
         let refs: Vec<&Encoded> = chunk.iter().collect();
