@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn beta_schedule_has_zero_ramp_and_constant_phases() {
-        let l = VaeRulesStudy::default().loss;
+        let l = LossConfig { beta_max: 1.0, ..VaeRulesStudy::default().loss };
         assert_eq!(l.beta(0, 100), 0.0);
         assert_eq!(l.beta(24, 100), 0.0);
         assert!((l.beta(35, 100) - 0.4).abs() < 1e-12);
