@@ -7,7 +7,9 @@ use rand::SeedableRng;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Task: `induction` or `noisy-recall` (the truncation study's data, 65-char vocabulary).
+    /// Task: `induction`, `noisy-recall` (the truncation study's data, 65-char vocabulary),
+    /// or a rule family of the VAE study: `rules-math`, `rules-syllogism`,
+    /// `rules-explanatory` (JSONL of rule, premise, conclusion).
     task: String,
     /// Number of sequences.
     #[arg(long, default_value_t = 256)]
@@ -28,6 +30,15 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.n > 0 && args.seq_len > 0 && args.vocab_size > 0, super::UsageError("--n, --seq-len and --vocab-size must be > 0".into()));
+    if let Some(name) = args.task.strip_prefix("rules-") {
+        use latentlab::data::rules::{generate, write_jsonl, Family};
+        let family = Family::from_name(name)
+            .ok_or_else(|| super::UsageError(format!("unknown rule family `{name}`; expected rules-math, rules-syllogism or rules-explanatory")))?;
+        let splits = generate(family, args.n, 0, 0, args.seed);
+        write_jsonl(&args.out, &splits.train).with_context(|| format!("writing {}", args.out.display()))?;
+        println!("wrote {} {} examples to {}", splits.train.len(), family.name(), args.out.display());
+        return Ok(());
+    }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
     let batch = match args.task.as_str() {
         "induction" => latentlab::data::induction::sample(args.n, args.seq_len, args.vocab_size, &mut rng),
@@ -40,7 +51,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             println!("wrote {} sequences to {}", b.batch, args.out.display());
             return Ok(());
         }
-        other => return Err(super::UsageError(format!("unknown task `{other}`; expected one of: induction, noisy-recall")).into()),
+        other => {
+            return Err(super::UsageError(format!(
+                "unknown task `{other}`; expected one of: induction, noisy-recall, rules-math, rules-syllogism, rules-explanatory"
+            ))
+            .into())
+        }
     };
     let mut text = String::new();
     for r in 0..batch.batch {

@@ -6,6 +6,7 @@ use latentlab::config;
 use latentlab::experiments::laser::{self, LaserStudy};
 use latentlab::experiments::recursive::{self, RecursiveStudy};
 use latentlab::experiments::truncation::{self, TruncationStudy};
+use latentlab::experiments::vae_rules::{self, VaeRulesStudy};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,7 +36,7 @@ const STUDIES: &[(&str, &str)] = &[
     ("truncation", "noisy in-context recall; FFN vs attention; weight truncation (arXiv 2406.03068)"),
     ("laser", "LASER (layer, τ, ρ) grid on a local Pythia/Qwen2.5 folder: IOI and factual probes (arXiv 2312.13558)"),
     ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095) — foundation: ladder training and OOD sweep"),
-    ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418) — not yet implemented"),
+    ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418): supervision, latent injection, FFN vs attention, data size"),
 ];
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -47,6 +48,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Ok(())
         }
         "truncation" => truncation_study(&args),
+        "vae-rules" => vae_rules_study(&args),
         "recursive" => recursive_study(&args),
         "laser" => laser_study(&args),
         other => {
@@ -124,6 +126,28 @@ fn truncation_study(args: &Args) -> anyhow::Result<()> {
         outcome.seconds,
         outcome.dir.join("report.html").display()
     );
+    Ok(())
+}
+
+fn vae_rules_study(args: &Args) -> anyhow::Result<()> {
+    let sets = sets_with_seed(args, "vae-rules");
+    let study: VaeRulesStudy = if args.quick {
+        config::load_over(VaeRulesStudy::quick(), args.config.as_deref(), &sets)?
+    } else {
+        config::load(args.config.as_deref(), &sets)?
+    };
+    let o = vae_rules::reproduce(&study, args.quick, args.quiet)?;
+    let f = |x: f64| if x.is_finite() { format!("{x:.3}") } else { "-".into() };
+    println!("{:<34} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>5} {:>6}", "run", "EMpost", "EMcent", "swap", "sil", "NMI", "probe", "AU", "KL");
+    for v in &o.variants {
+        let e = &v.eval;
+        println!(
+            "{:<34} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>5} {:>6}",
+            v.variant.name, f(e.em_post), f(e.em_centroid), f(e.swap_success), f(e.silhouette), f(e.kmeans_nmi), f(e.probe_acc), f(e.active_units), f(e.kl_total)
+        );
+    }
+    let passed = print_claims(o.claims.iter().map(|c| (c.id, c.pass, c.band.as_str(), c.measured.as_str())));
+    println!("{passed}/{} claims pass; {:.0} s; report: {}", o.claims.len(), o.seconds, o.dir.join("report.html").display());
     Ok(())
 }
 

@@ -7,6 +7,11 @@ pub mod compgraph;
 pub mod error;
 pub mod induction;
 pub mod noisy_recall;
+pub mod rules;
+pub mod rules_explanatory;
+pub mod rules_math;
+pub mod rules_syllogism;
+pub mod rules_vocab;
 
 pub use error::DataError;
 

@@ -6,3 +6,4 @@ pub mod checkpoint;
 pub mod laser;
 pub mod recursive;
 pub mod truncation;
+pub mod vae_rules;

@@ -6,6 +6,7 @@
 pub mod fourier;
 pub mod heads;
 pub mod hooks;
+pub mod latent;
 pub mod probes;
 
 pub use hooks::{ActivationCache, HookPoint, Hooks, Intervention};

@@ -9,6 +9,7 @@ pub mod pretrained;
 pub mod qwen2;
 pub mod recurrent;
 pub mod tokenizer;
+pub mod vae;
 
 pub use gpt::{Gpt, GptConfig, UnembedKind};
 pub use gpt_neox::{GptNeox, GptNeoxConfig, HfGptNeoxConfig};
@@ -17,6 +18,7 @@ pub use pretrained::Pretrained;
 pub use qwen2::{HfQwen2Config, Qwen2, Qwen2Config};
 pub use recurrent::{Halt, Recurrent, RecurrentConfig};
 pub use tokenizer::HfTokenizer;
+pub use vae::{Injection, LanguageVae, Posterior, VaeConfig};
 
 use candle_core::{Result, Tensor};
 

@@ -5,6 +5,11 @@
 //! `pattern = softmax(q·kᵀ/√d_head + causal mask)`, `z = pattern·v`, `out = z·W_Oᵀ`.
 //! With relative positions (He et al., arXiv 2006.03654), δ(i, j) = clamp(j − i, −P, P):
 //! `score_ij = (q_i·k_j + q_i·Kr[δ(i,j)] + k_j·Qr[δ(j,i)]) / √(3·d_head)`.
+//!
+//! `forward_cond` adds what a language-VAE needs (arXiv 2506.19418, spec §5.3): a
+//! bidirectional pattern with a key padding mask, and a latent vector h per
+//! layer injected as an extra key/value slot (`memory`: score q·h/√d_head), added
+//! to every key and value (`kv`), or added to every query (`query`).
 
 use candle_core::{Result, Tensor};
 
@@ -84,6 +89,55 @@ impl RelPos {
     }
 }
 
+/// Where a latent vector `h: (batch, n_heads·d_head)` enters attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LatentSlot {
+    /// One extra key/value slot per head, k = v = h (outside the causal mask).
+    Memory,
+    /// K' = K + 1·hᵀ, V' = V + 1·hᵀ.
+    Kv,
+    /// Q' = Q + 1·hᵀ (after the projection, before RoPE and the head split).
+    Query,
+}
+
+/// Per-call conditioning of `Attention::forward_cond`; the default is plain
+/// causal attention (the fused kernel).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AttnCond<'a> {
+    /// Every query sees every (unpadded) key.
+    pub bidirectional: bool,
+    /// Valid length of each batch row; keys at positions ≥ len are masked.
+    pub lengths: Option<&'a [usize]>,
+    /// A latent vector `(batch, n_heads·d_head)` and where it enters.
+    pub latent: Option<(LatentSlot, &'a Tensor)>,
+}
+
+impl AttnCond<'_> {
+    /// Needs the composed path: the fused kernel knows only the causal mask.
+    fn needs_mask(&self) -> bool {
+        self.bidirectional || self.lengths.is_some() || matches!(self.latent, Some((LatentSlot::Memory, _)))
+    }
+}
+
+/// Additive mask `(batch, 1, q, k + extra)`: 0 where allowed, −1e9 where not.
+/// The `extra` trailing columns (memory slots) are always allowed.
+fn additive_mask(b: usize, t: usize, extra: usize, cond: &AttnCond, device: &candle_core::Device) -> Result<Tensor> {
+    let s = t + extra;
+    let mut m = vec![0f32; b * t * s];
+    for row in 0..b {
+        let len = cond.lengths.map_or(t, |l| l[row].min(t));
+        for i in 0..t {
+            for j in 0..t {
+                if j >= len || (!cond.bidirectional && j > i) {
+                    m[(row * t + i) * s + j] = -1e9;
+                }
+            }
+        }
+    }
+    Tensor::from_vec(m, (b, 1, t, s), device)
+}
+
 impl Attention {
     pub fn new(cfg: &AttentionConfig, layer: usize, vb: &ParamBuilder) -> Result<Self> {
         let (d, h, hk, dh) = (cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.d_head);
@@ -122,15 +176,34 @@ impl Attention {
     /// is materialised. When a hook asks for the scores or the pattern, the
     /// composed path computes them explicitly.
     pub fn forward(&self, x: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        self.forward_cond(x, &AttnCond::default(), hooks)
+    }
+
+    /// `x: (batch, pos, d_model) -> (batch, pos, d_model)` under `cond`
+    /// (padding mask, bidirectional pattern, latent injection).
+    pub fn forward_cond(&self, x: &Tensor, cond: &AttnCond, hooks: &mut Hooks) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (h, hk, dh, l) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head, self.layer);
-        let q = match &self.q_proj {
+        let latent = |slot: LatentSlot| cond.latent.filter(|(s, _)| *s == slot).map(|(_, z)| z.unsqueeze(1)).transpose();
+        if cond.latent.is_some() && hk != h {
+            candle_core::bail!("latent injection needs n_kv_heads = n_heads (got {hk} and {h})");
+        }
+        let mut q = match &self.q_proj {
             Some(p) => p.forward(x)?,
             None => x.clone(),
+        };
+        let mut k = self.k_proj.forward(x)?;
+        let mut v = self.v_proj.forward(x)?;
+        if let Some(hq) = latent(LatentSlot::Query)? {
+            q = q.broadcast_add(&hq)?;
         }
-        .reshape((b, t, h, dh))?;
-        let k = self.k_proj.forward(x)?.reshape((b, t, hk, dh))?;
-        let v = self.v_proj.forward(x)?.reshape((b, t, hk, dh))?;
+        if let Some(hkv) = latent(LatentSlot::Kv)? {
+            k = k.broadcast_add(&hkv)?;
+            v = v.broadcast_add(&hkv)?;
+        }
+        let q = q.reshape((b, t, h, dh))?;
+        let k = k.reshape((b, t, hk, dh))?;
+        let v = v.reshape((b, t, hk, dh))?;
         let (q, k) = match &self.rope {
             Some(rope) => (rope.apply(&q, 0)?, rope.apply(&k, 0)?),
             None => (q, k),
@@ -138,7 +211,17 @@ impl Attention {
         let q = hooks.apply(HookPoint::AttnQ(l), q)?;
         let k = hooks.apply(HookPoint::AttnK(l), k)?;
         let v = hooks.apply(HookPoint::AttnV(l), v)?;
+        let memory = match cond.latent {
+            Some((LatentSlot::Memory, m)) => Some(m.reshape((b, h, 1, dh))?),
+            _ => None,
+        };
         let z = match &self.rel {
+            None if cond.needs_mask() => {
+                if self.rope.is_some() {
+                    candle_core::bail!("masked/bidirectional attention does not support RoPE");
+                }
+                masked_pattern(&q, &k, &v, memory.as_ref(), cond, l, hooks)?
+            }
             None => attend(&q, &k, &v, l, hooks)?,
             Some(rel) => {
                 let scale = 1.0 / (3.0 * dh as f64).sqrt();
@@ -191,6 +274,38 @@ fn explicit_pattern(
     pattern.matmul(&v)?.transpose(1, 2)
 }
 
+/// The composed path under a padding mask / bidirectional pattern, with an
+/// optional memory slot `mem: (batch, head_index, 1, d_head)` used as both key
+/// and value; returns z `(batch, pos, head_index, d_head)`.
+fn masked_pattern(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mem: Option<&Tensor>,
+    cond: &AttnCond,
+    l: usize,
+    hooks: &mut Hooks,
+) -> Result<Tensor> {
+    let (b, t, _, dh) = q.dims4()?;
+    let rep = q.dim(2)? / k.dim(2)?;
+    let scale = 1.0 / (dh as f64).sqrt();
+    let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous(); // (b, h, pos, d_head)
+    let (q, k, v) = (heads(q)?, repeat_kv(heads(k)?, rep)?, repeat_kv(heads(v)?, rep)?);
+    let mut raw = q.matmul(&k.t()?)?; // (b, h, q, k)
+    if let Some(m) = mem {
+        raw = Tensor::cat(&[raw, q.matmul(&m.t()?)?], 3)?; // (b, h, q, k + 1)
+    }
+    let scores = hooks.apply(HookPoint::AttnScores(l), (raw * scale)?)?;
+    let mask = additive_mask(b, t, usize::from(mem.is_some()), cond, q.device())?;
+    let pattern = ops::softmax_last_dim(&scores.broadcast_add(&mask)?)?;
+    let pattern = hooks.apply(HookPoint::AttnPattern(l), pattern)?;
+    let mut z = pattern.narrow(3, 0, t)?.contiguous()?.matmul(&v)?; // (b, h, q, d_head)
+    if let Some(m) = mem {
+        z = (z + pattern.narrow(3, t, 1)?.contiguous()?.broadcast_mul(m)?)?;
+    }
+    z.transpose(1, 2)
+}
+
 /// Repeat each KV head `rep` times: `(b, hk, t, dh) -> (b, hk·rep, t, dh)`.
 fn repeat_kv(x: Tensor, rep: usize) -> Result<Tensor> {
     if rep == 1 {
@@ -234,6 +349,105 @@ mod tests {
         assert_eq!(s[1][2], s[3][4]);
         assert_eq!(s[0][5], s[1][4]); // offsets 5 and 3 both clamp to +2
         assert_ne!(s[2][2], s[2][3]);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod cond_tests {
+    use super::*;
+    use crate::nn::ops::cpu::testing::{check_fd, max_abs_diff, randn};
+    use crate::nn::Params;
+    use candle_core::Device;
+
+    fn layer(seed: u64) -> Result<Attention> {
+        let cfg = AttentionConfig {
+            d_model: 8,
+            n_heads: 2,
+            n_kv_heads: 2,
+            d_head: 4,
+            identity_q: false,
+            bias: true,
+            rope_frac: 0.0,
+            rope_base: 10_000.0,
+            max_seq_len: 8,
+            init: InitScheme::Pytorch,
+            rel_pos: 0,
+        };
+        Attention::new(&cfg, 0, &Params::new(seed, &Device::Cpu).root())
+    }
+
+    #[test]
+    fn masked_path_matches_the_fused_kernel_without_padding() -> Result<()> {
+        let attn = layer(1)?;
+        let x = randn(&[2, 5, 8], 3, 1.0);
+        let fused = attn.forward(&x, &mut Hooks::none())?;
+        let lengths = [5usize, 5];
+        let cond = AttnCond { lengths: Some(&lengths), ..Default::default() };
+        let composed = attn.forward_cond(&x, &cond, &mut Hooks::none())?;
+        assert!(max_abs_diff(&fused, &composed) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn padded_keys_are_invisible() -> Result<()> {
+        let attn = layer(2)?;
+        let x = randn(&[1, 6, 8], 4, 1.0);
+        let lengths = [4usize];
+        let z = randn(&[1, 8], 9, 1.0);
+        for slot in [None, Some(LatentSlot::Memory), Some(LatentSlot::Kv), Some(LatentSlot::Query)] {
+            let cond = AttnCond { bidirectional: true, lengths: Some(&lengths), latent: slot.map(|s| (s, &z)) };
+            let a = attn.forward_cond(&x, &cond, &mut Hooks::none())?.narrow(1, 0, 4)?;
+            // Change only the padded positions.
+            let changed = Tensor::cat(&[x.narrow(1, 0, 4)?, randn(&[1, 2, 8], 5, 3.0)], 1)?;
+            let b = attn.forward_cond(&changed, &cond, &mut Hooks::none())?.narrow(1, 0, 4)?;
+            assert!(max_abs_diff(&a, &b) < 1e-6, "{slot:?}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn kv_key_shift_cancels_in_softmax_but_query_shift_does_not() -> Result<()> {
+        // Spec §5.3: adding h to every key shifts each query's scores equally.
+        let attn = layer(3)?;
+        let x = randn(&[1, 5, 8], 6, 1.0);
+        let z = randn(&[1, 8], 7, 1.0);
+        let mut hooks = Hooks::capture([HookPoint::AttnPattern(0)]);
+        let none = AttnCond { bidirectional: true, ..Default::default() };
+        attn.forward_cond(&x, &none, &mut hooks)?;
+        let base = hooks.cache[&HookPoint::AttnPattern(0)].clone();
+        let pattern_of = |slot| -> Result<Tensor> {
+            let mut hooks = Hooks::capture([HookPoint::AttnPattern(0)]);
+            let cond = AttnCond { bidirectional: true, lengths: None, latent: Some((slot, &z)) };
+            attn.forward_cond(&x, &cond, &mut hooks)?;
+            Ok(hooks.cache[&HookPoint::AttnPattern(0)].clone())
+        };
+        let q = pattern_of(LatentSlot::Query)?;
+        assert!(max_abs_diff(&base, &q) > 1e-3);
+        // Kv shifts every score of query t by the same q_t·h: the pattern is unchanged.
+        let kv = pattern_of(LatentSlot::Kv)?;
+        assert!(max_abs_diff(&base, &kv) < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn latent_and_input_gradients_match_finite_differences() -> Result<()> {
+        let attn = layer(4)?;
+        let x = randn(&[2, 4, 8], 8, 1.0);
+        let lengths = [4usize, 3];
+        for slot in [LatentSlot::Memory, LatentSlot::Kv, LatentSlot::Query] {
+            let f = |z: &Tensor| {
+                let cond = AttnCond { bidirectional: false, lengths: Some(&lengths), latent: Some((slot, z)) };
+                attn.forward_cond(&x, &cond, &mut Hooks::none())
+            };
+            check_fd(&f, &randn(&[2, 8], 10, 1.0), 11);
+            let z = randn(&[2, 8], 12, 1.0);
+            let g = |x: &Tensor| {
+                let cond = AttnCond { bidirectional: true, lengths: Some(&lengths), latent: Some((slot, &z)) };
+                attn.forward_cond(x, &cond, &mut Hooks::none())
+            };
+            check_fd(&g, &x, 13);
+        }
         Ok(())
     }
 }

@@ -3,7 +3,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::attention::{Attention, AttentionConfig};
+use super::attention::{Attention, AttentionConfig, AttnCond};
 use super::mlp::{Mlp, MlpConfig};
 use super::norm::{Norm, NormKind};
 use super::params::ParamBuilder;
@@ -67,10 +67,16 @@ impl Block {
 
     /// `resid: (batch, pos, d_model) -> (batch, pos, d_model)`.
     pub fn forward(&self, resid: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        self.forward_cond(resid, &AttnCond::default(), hooks)
+    }
+
+    /// `forward` with the attention conditioned on `cond` (padding mask,
+    /// bidirectional pattern, latent injection).
+    pub fn forward_cond(&self, resid: &Tensor, cond: &AttnCond, hooks: &mut Hooks) -> Result<Tensor> {
         let l = self.layer;
         let resid = hooks.apply(HookPoint::ResidPre(l), resid.clone())?;
         let attn_in = Self::normed(&self.ln1, HookPoint::Ln1Normalized(l), &resid, hooks)?;
-        let attn_out = self.attn.forward(&attn_in, hooks)?;
+        let attn_out = self.attn.forward_cond(&attn_in, cond, hooks)?;
         let attn_out = hooks.apply(HookPoint::AttnOut(l), attn_out)?;
         let out = match self.residual {
             ResidualKind::Sequential => {

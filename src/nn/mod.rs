@@ -14,7 +14,7 @@ pub mod ops;
 pub mod params;
 pub mod rope;
 
-pub use attention::{Attention, AttentionConfig};
+pub use attention::{Attention, AttentionConfig, AttnCond, LatentSlot};
 pub use block::{Block, BlockConfig, ResidualKind};
 pub use embedding::{Embedding, FactoredEmbedding, PosKind};
 pub use linear::{FactorHeads, Linear};

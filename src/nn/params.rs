@@ -133,6 +133,21 @@ impl Params {
         Ok(())
     }
 
+    /// Move every trainable parameter whose name satisfies `pick` to the frozen
+    /// set (same storage, so modules holding it see the same values); the
+    /// optimizer no longer updates it. Modules built earlier still hold the
+    /// tracked tensor, so autograd computes a gradient nobody applies.
+    /// Returns how many parameters were frozen.
+    pub fn freeze(&self, pick: impl Fn(&str) -> bool) -> usize {
+        let mut s = self.store.lock().expect("store lock poisoned");
+        let names: Vec<String> = s.vars.keys().filter(|n| pick(n)).cloned().collect();
+        for n in &names {
+            let v = s.vars.remove(n).expect("listed above");
+            s.frozen.insert(n.clone(), v.as_tensor().detach());
+        }
+        names.len()
+    }
+
     /// Store `value` (f32, contiguous) as parameter `name`, trainable or frozen;
     /// an existing parameter of that name is replaced (pretrained weights).
     pub fn insert(&self, name: &str, value: Tensor, frozen: bool) -> Result<Tensor> {
