@@ -3,6 +3,7 @@
 //! bottleneck and error-correction training, and the OOD sweep over graph size.
 //! `latentlab reproduce recursive`.
 
+pub mod bench;
 pub mod claims;
 pub mod config;
 pub mod run;
