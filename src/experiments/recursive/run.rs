@@ -97,11 +97,14 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         e2e_loops: study.e2e_loops,
         eval: study.eval.clone(),
         val: graph_set(&study.data, study.eval.n_val, 999_999),
+        due: Default::default(),
+        verbose: false,
     })
 }
 
 fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> Result<VariantResult, StudyError> {
     let mut task = task_for(study, v)?;
+    task.verbose = !quiet;
     let vdir = dir.join(&v.name);
     std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
     let mut sink = MetricsSink::open(&vdir.join("metrics.jsonl"), None)?;
@@ -151,10 +154,7 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
         quick,
         seconds: 0.0,
         train_n: study.data.n_nodes,
-        notes: vec![format!(
-            "positions: partial RoPE (rope_frac {}) instead of clamped DeBERTa buckets (spec §3); evaluation T = set max depth + {}",
-            study.model.rope_frac, study.eval.extra_steps
-        )],
+        notes: vec![format!("positions: {} (spec §3); evaluation T = set max depth + {}", study.model.positions(), study.eval.extra_steps)],
         variants,
         claims: Vec::new(),
     };

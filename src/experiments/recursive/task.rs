@@ -211,11 +211,29 @@ pub struct RecursiveTask {
     pub eval: EvalConfig,
     /// In-distribution graphs scored at every evaluation.
     pub val: Vec<Encoded>,
+    /// Due-node accuracy since the last evaluation (discrete method).
+    pub due: DueStats,
+    /// Print a diagnostics line at every evaluation.
+    pub verbose: bool,
 }
 
-impl RecursiveTask {
-    /// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count.
-    fn due_accuracy(value_logits: &Tensor, b: &GraphBatch, m: &mut Metrics) -> Result<()> {
+/// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count
+/// (0 leaf, 1 copy, 2, 3), accumulated between evaluations, and the plateau loss.
+#[derive(Debug, Clone, Default)]
+pub struct DueStats {
+    pub hit: [f64; 4],
+    pub count: [f64; 4],
+    /// Σ over steps of the batch's plateau loss and of its training loss.
+    pub plateau_sum: f64,
+    pub loss_sum: f64,
+    pub steps: f64,
+}
+
+impl DueStats {
+    /// Score one batch's VALUE logits; returns (per-parent-count accuracy, plateau loss).
+    /// The plateau loss is that of a model exact everywhere except the due internal nodes,
+    /// where it is uniform over the p values: n_due_internal · ln p / n_real positions.
+    pub fn add(&mut self, value_logits: &Tensor, b: &GraphBatch, modulus: usize) -> Result<([Option<f64>; 4], f64)> {
         let pred: Vec<u32> = value_logits.argmax(candle_core::D::Minus1)?.flatten_all()?.to_vec1()?;
         let (mut hit, mut cnt) = ([0.0f64; 4], [0.0f64; 4]);
         for (i, &p) in pred.iter().enumerate() {
@@ -226,12 +244,30 @@ impl RecursiveTask {
                 hit[k] += f64::from(p == b.targets[i * 4 + VALUE_FACTOR]);
             }
         }
+        let real: f64 = b.weights.iter().map(|&w| f64::from(w)).sum();
+        let plateau = (cnt[1] + cnt[2] + cnt[3]) * (modulus as f64).ln() / real.max(1.0);
         for k in 0..4 {
-            if cnt[k] > 0.0 {
-                m.insert(format!("due_acc_parents{k}"), hit[k] / cnt[k]);
+            self.hit[k] += hit[k];
+            self.count[k] += cnt[k];
+        }
+        self.plateau_sum += plateau;
+        self.steps += 1.0;
+        let acc = std::array::from_fn(|k| (cnt[k] > 0.0).then(|| hit[k] / cnt[k]));
+        Ok((acc, plateau))
+    }
+
+    /// Window means into `m` (`due_acc_parents{k}`, `plateau_loss`, `window_loss`), then reset.
+    pub fn drain(&mut self, m: &mut Metrics) {
+        for k in 0..4 {
+            if self.count[k] > 0.0 {
+                m.insert(format!("window_due_acc_parents{k}"), self.hit[k] / self.count[k]);
             }
         }
-        Ok(())
+        if self.steps > 0.0 {
+            m.insert("window_plateau_loss".into(), self.plateau_sum / self.steps);
+            m.insert("window_loss".into(), self.loss_sum / self.steps);
+        }
+        *self = Self::default();
     }
 }
 
@@ -253,9 +289,17 @@ impl Task for RecursiveTask {
                 let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
                 let b = transition_batch(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
                 let logits = self.model.step(&b.input_tensor(&dev)?, &mut Hooks::none())?;
-                Self::due_accuracy(&logits[VALUE_FACTOR], &b, &mut m)?;
+                let (acc, plateau) = self.due.add(&logits[VALUE_FACTOR], &b, self.data.modulus as usize)?;
+                for (k, a) in acc.iter().enumerate() {
+                    if let Some(a) = a {
+                        m.insert(format!("due_acc_parents{k}"), *a);
+                    }
+                }
+                m.insert("plateau_loss".into(), plateau);
                 m.insert("corrupted".into(), f64::from(u8::from(corrupt)));
-                factor_loss(&logits, &b.targets, &b.weights, &dev)?
+                let loss = factor_loss(&logits, &b.targets, &b.weights, &dev)?;
+                self.due.loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                loss
             }
             Method::Continuous => {
                 let b = final_batch(&refs, &vocab);
@@ -282,11 +326,22 @@ impl Task for RecursiveTask {
         Ok((loss, m))
     }
 
-    fn evaluate(&mut self, _step: u64) -> Result<Metrics> {
+    fn evaluate(&mut self, step: u64) -> Result<Metrics> {
         let r = evaluate_set(&self.model, &self.variant, self.e2e_loops, &self.val, &self.eval, &self.data.vocab())?;
         let mut m = Metrics::new();
         m.insert("val_solved".into(), r.solved);
         m.insert("val_node_acc".into(), r.node_acc);
+        let window = self.due.steps;
+        self.due.drain(&mut m);
+        if self.verbose {
+            let g = |k: &str| m.get(k).map_or("  –  ".to_string(), |v| format!("{v:.3}"));
+            eprintln!(
+                "[{}] step {step}: val solved {:.3}, node acc {:.3}; due-node value acc (last {window} steps) leaf {} copy {} 2-parent {} 3-parent {}; loss {} vs plateau {}",
+                self.variant.name, r.solved, r.node_acc,
+                g("window_due_acc_parents0"), g("window_due_acc_parents1"), g("window_due_acc_parents2"), g("window_due_acc_parents3"),
+                g("window_loss"), g("window_plateau_loss"),
+            );
+        }
         Ok(m)
     }
 }
