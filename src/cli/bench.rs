@@ -7,6 +7,8 @@ use latentlab::train::bench::{bench, standard_configs};
 
 /// The recursive study's training step (`experiments::recursive::bench`).
 const RECURSIVE: &str = "recursive-step";
+/// The same step with partial RoPE instead of the fused distance bias.
+const RECURSIVE_ROPE: &str = "recursive-step-rope";
 use latentlab::train::bench_forward::{bench_forward, forward_configs};
 
 #[derive(Debug, clap::Args)]
@@ -28,7 +30,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let all = standard_configs();
     let fwd = forward_configs();
-    let names: Vec<&str> = all.iter().map(|c| c.name).chain(fwd.iter().map(|c| c.name)).chain([RECURSIVE]).collect();
+    let names: Vec<&str> = all.iter().map(|c| c.name).chain(fwd.iter().map(|c| c.name)).chain([RECURSIVE, RECURSIVE_ROPE]).collect();
     for c in &args.configs {
         if !names.contains(&c.as_str()) {
             anyhow::bail!(super::UsageError(format!("--config: unknown bench config `{c}`; expected one of: {}", names.join(", "))));
@@ -41,7 +43,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         timed.push(bench(cfg, args.warmup, args.steps)?);
     }
     if args.configs.is_empty() || args.configs.iter().any(|n| n == RECURSIVE) {
-        timed.push(bench_recursive_step(args.warmup, args.steps)?);
+        timed.push(bench_recursive_step(args.warmup, args.steps, false)?);
+    }
+    if args.configs.iter().any(|n| n == RECURSIVE_ROPE) {
+        timed.push(bench_recursive_step(args.warmup, args.steps, true)?);
     }
     for r in timed {
         println!("{} ({} params, {} threads): {:.1} ms/step, {:.0} tokens/s, {:.1} GFLOP/s ({:.2} GFLOP/step)",

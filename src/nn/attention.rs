@@ -38,6 +38,15 @@ pub struct AttentionConfig {
     /// kernel `ops::causal_attention_bias`); 0 = none.
     #[serde(default)]
     pub rel_bias: usize,
+    /// The distance bias is `rel_bias_gain · table`: a single scalar per (head, distance)
+    /// moves by about lr per Adam step, so a gain > 1 lets it reach a sharp positional
+    /// pattern in as many steps as the multiplicative q·k terms (default 1).
+    #[serde(default = "unit_gain")]
+    pub rel_bias_gain: f64,
+}
+
+fn unit_gain() -> f64 {
+    1.0
 }
 
 /// One attention layer; field names are the checkpoint key segments.
@@ -146,7 +155,11 @@ impl Attention {
         let k = hooks.apply(HookPoint::AttnK(l), k)?;
         let v = hooks.apply(HookPoint::AttnV(l), v)?;
         let z = match &self.rel {
-            None if self.rel_bias.is_some() => attend_bias(&q, &k, &v, self.rel_bias.as_ref().expect("checked"), l, hooks)?,
+            None if self.rel_bias.is_some() => {
+                let table = self.rel_bias.as_ref().expect("checked");
+                let bias = if self.cfg.rel_bias_gain == 1.0 { table.clone() } else { (table * self.cfg.rel_bias_gain)? };
+                attend_bias(&q, &k, &v, &bias, l, hooks)?
+            }
             None => attend(&q, &k, &v, l, hooks)?,
             Some(rel) => {
                 let scale = 1.0 / (3.0 * dh as f64).sqrt();

@@ -59,8 +59,12 @@ pub fn bench_study() -> RecursiveStudy {
 
 /// Time `steps` steps after `warmup` untimed ones. The graphs are drawn beforehand (eight
 /// fixed batches, cycled); the `data` phase times building one transition batch.
-pub fn bench_recursive_step(warmup: usize, steps: usize) -> Result<BenchResult> {
-    let study = bench_study();
+/// `rope`: partial RoPE instead of the default fused distance bias (`recursive-step-rope`).
+pub fn bench_recursive_step(warmup: usize, steps: usize, rope: bool) -> Result<BenchResult> {
+    let mut study = bench_study();
+    if rope {
+        study.model.pos_bias_window = 0;
+    }
     let dev = Device::Cpu;
     let cfg = study.model_for(&super::config::Variant { name: "discrete".into(), method: super::config::Method::Discrete, n_layers: 3, error_correction: false });
     let model = Recurrent::new(&cfg, 0, &dev)?;
@@ -113,7 +117,7 @@ pub fn bench_recursive_step(warmup: usize, steps: usize) -> Result<BenchResult> 
     let mut ops = vec![(format!("data: transition batch ({BENCH_GRAPHS} graphs, padded len {t}, mean {mean_tokens:.0} tokens)"), median(dt))];
     ops.extend(op_breakdown(&cfg, &model, &graphs[0], &vocab, &dev)?);
     Ok(BenchResult {
-        name: "recursive-step".into(),
+        name: if rope { "recursive-step-rope" } else { "recursive-step" }.into(),
         threads: candle_core::utils::get_num_threads(),
         steps,
         ms_step,

@@ -75,6 +75,21 @@ pub struct EvalConfig {
     pub n_val: usize,
 }
 
+/// One curriculum stage: for the first `steps` training steps after the previous stage,
+/// training graphs use these overrides of `data` (spec §11.5 lever: copy-only or small
+/// graphs first). Unset fields keep the `data` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurriculumStage {
+    pub steps: u64,
+    #[serde(default)]
+    pub n_nodes: Option<usize>,
+    #[serde(default)]
+    pub max_depth: Option<usize>,
+    #[serde(default)]
+    pub max_fan_in: Option<usize>,
+}
+
 /// `latentlab reproduce recursive` configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +110,10 @@ pub struct RecursiveStudy {
     pub corruption: CorruptionConfig,
     pub eval: EvalConfig,
     pub variants: Vec<Variant>,
+    /// Stages run before plain `data` training (default none); their steps count toward
+    /// `train.steps`.
+    #[serde(default)]
+    pub curriculum: Vec<CurriculumStage>,
 }
 
 fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
@@ -134,6 +153,7 @@ impl Default for RecursiveStudy {
                 variant("continuous", Method::Continuous, 3, false),
                 variant("feedforward", Method::FeedForward, 6, false),
             ],
+            curriculum: Vec::new(),
         }
     }
 }
@@ -153,6 +173,28 @@ impl RecursiveStudy {
         s.eval.n_val = 32;
         s.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
         s
+    }
+
+    /// The training-graph config of a curriculum stage.
+    pub fn stage_data(&self, c: &CurriculumStage) -> CompGraphConfig {
+        let mut d = self.data.clone();
+        d.n_nodes = c.n_nodes.unwrap_or(d.n_nodes);
+        d.max_depth = c.max_depth.unwrap_or(d.max_depth);
+        d.max_fan_in = c.max_fan_in.unwrap_or(d.max_fan_in);
+        d.min_fan_in = d.min_fan_in.min(d.max_fan_in);
+        d
+    }
+
+    /// `(first step after the stage, graph config)` per curriculum stage.
+    pub fn schedule(&self) -> Vec<(u64, CompGraphConfig)> {
+        let mut end = 0;
+        self.curriculum
+            .iter()
+            .map(|c| {
+                end += c.steps;
+                (end, self.stage_data(c))
+            })
+            .collect()
     }
 
     /// The block config of `v` (factor sizes from the data vocabulary).
@@ -178,6 +220,11 @@ impl Validate for RecursiveStudy {
         }
         check(self.eval.n_graphs > 0 && self.eval.batch > 0 && self.eval.n_val > 0, "eval.n_graphs", "eval counts must be > 0")?;
         check(!self.variants.is_empty(), "variants", "must list at least one variant")?;
+        for (i, c) in self.curriculum.iter().enumerate() {
+            let d = self.stage_data(c);
+            d.validate().map_err(|e| ConfigError::Invalid { key: format!("curriculum[{i}]"), msg: e.to_string() })?;
+            check(d.vocab().sizes() == self.data.vocab().sizes(), &format!("curriculum[{i}]"), "must keep the data vocabulary")?;
+        }
         for (i, v) in self.variants.iter().enumerate() {
             check(v.n_layers > 0, &format!("variants[{i}].n_layers"), "must be > 0")?;
             check(

@@ -99,6 +99,7 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         val: graph_set(&study.data, study.eval.n_val, 999_999),
         due: Default::default(),
         verbose: false,
+        stages: study.schedule(),
     })
 }
 

@@ -215,6 +215,8 @@ pub struct RecursiveTask {
     pub due: DueStats,
     /// Print a diagnostics line at every evaluation.
     pub verbose: bool,
+    /// Curriculum: `(first step after the stage, graphs)`, in order.
+    pub stages: Vec<(u64, CompGraphConfig)>,
 }
 
 /// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count
@@ -276,10 +278,11 @@ impl Task for RecursiveTask {
         self.model.params()
     }
 
-    fn train_loss(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
+    fn train_loss(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
         let vocab = self.data.vocab();
+        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
         let enc: Vec<Encoded> = (0..self.batch_size)
-            .map(|_| encode(&sample_problem(&self.data, rng), &vocab).expect("generated graphs fit their vocabulary"))
+            .map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary"))
             .collect();
         let refs: Vec<&Encoded> = enc.iter().collect();
         let dev = self.model.params().device().clone();
