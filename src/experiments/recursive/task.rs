@@ -139,16 +139,34 @@ pub struct SizeResult {
     pub n_graphs: usize,
     pub mean_depth: f64,
     pub max_depth: usize,
-    /// Steps run (max depth + extra; 1 or e2e loops for end-to-end models).
+    /// Steps of the official rule T = set max depth + `eval.extra_steps` (1 or the e2e loops
+    /// for end-to-end models).
     pub steps: usize,
-    /// Fully solved after the last step.
+    /// Fully solved after `steps` steps (the official rule).
     pub solved: f64,
-    /// RHS values correct after the last step.
+    /// RHS values correct after `steps` steps.
     pub node_acc: f64,
-    /// Fully solved after step 1..=steps.
+    /// Fully solved after step 1..=`steps_run` (accuracy vs iterations; recurrent methods run
+    /// max(set max depth + extra + 5, 2 × set max depth) steps).
     pub solved_by_step: Vec<f64>,
     /// Fraction solved after exactly own depth + 1 steps (recurrent methods).
     pub solved_at_depth_plus_one: f64,
+    /// `depth+k` mode: fully solved after own depth + `eval.extra_steps` steps.
+    pub solved_depth_plus_k: f64,
+    /// `until-fixed-point` mode, per graph: the state at the first step that leaves it
+    /// unchanged (cap: the last step run); fully solved there.
+    pub solved_fixed_point: f64,
+    /// Fraction of graphs that reached a fixed point before the cap, and mean steps used.
+    pub converged: f64,
+    pub mean_fixed_point_steps: f64,
+    /// One-step error correction (spec §7): one correct RHS value of the solved state set to
+    /// a different value in 0..p−1, one step, repaired fraction (one injection per graph).
+    pub recovery: Option<f64>,
+}
+
+/// Steps the recurrent evaluation runs for a set of max depth `d`.
+pub fn eval_steps(d: usize, extra: usize) -> usize {
+    (d + extra + 5).max(2 * d)
 }
 
 /// Evaluate `variant` on `set` (graphs of one size), `eval.batch` graphs per pass.
@@ -157,24 +175,37 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
     let max_depth = set.iter().map(depth).max().unwrap_or(0);
     let recurrent = matches!(variant.method, Method::Discrete | Method::Continuous);
     let steps = if recurrent { max_depth + eval.extra_steps } else { 1 };
-    let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; steps], ..Default::default() };
+    let run = if recurrent { eval_steps(max_depth, eval.extra_steps) } else { 1 };
+    let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; run], ..Default::default() };
     let (mut nodes, mut nodes_ok) = (0usize, 0usize);
     for chunk in set.chunks(eval.batch) {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let b = final_batch(&refs, vocab);
-        let states = run_states(model, variant, e2e_loops, &b.input_tensor(model.params().device())?, steps)?;
+        let states = run_states(model, variant, e2e_loops, &b.input_tensor(model.params().device())?, run)?;
         for (i, e) in chunk.iter().enumerate() {
             let row = |k: usize| i * b.len * 4 + k * 4;
             let solved = |s: &[u32]| (0..e.len()).all(|k| s[row(k)..row(k) + 4] == e.labels[k]);
-            for (t, s) in states.iter().enumerate() {
-                if solved(s) {
+            let ok: Vec<bool> = states.iter().map(|s| solved(s)).collect();
+            for (t, &good) in ok.iter().enumerate() {
+                if good {
                     r.solved_by_step[t] += 1.0;
-                    if recurrent && t == depth(e) {
-                        r.solved_at_depth_plus_one += 1.0;
-                    }
                 }
             }
-            let last = states.last().expect("≥ 1 step");
+            if recurrent {
+                r.solved_at_depth_plus_one += f64::from(u8::from(ok[depth(e).min(run - 1)]));
+                r.solved_depth_plus_k += f64::from(u8::from(ok[(depth(e) + eval.extra_steps).saturating_sub(1).min(run - 1)]));
+                let same = |t: usize| (0..e.len()).all(|k| states[t][row(k)..row(k) + 4] == states[t - 1][row(k)..row(k) + 4]);
+                let fixed = (1..run).find(|&t| same(t));
+                let t_end = fixed.unwrap_or(run - 1);
+                r.converged += f64::from(u8::from(fixed.is_some()));
+                r.mean_fixed_point_steps += (t_end + 1) as f64;
+                r.solved_fixed_point += f64::from(u8::from(ok[t_end]));
+            } else {
+                r.solved_depth_plus_k += f64::from(u8::from(ok[0]));
+                r.solved_fixed_point += f64::from(u8::from(ok[0]));
+                r.mean_fixed_point_steps += 1.0;
+            }
+            let last = &states[steps.min(states.len()) - 1];
             for k in (0..e.len()).filter(|&k| e.rhs_depth[k] >= 0) {
                 nodes += 1;
                 nodes_ok += usize::from(last[row(k) + VALUE_FACTOR] == e.labels[k][VALUE_FACTOR]);
@@ -185,11 +216,46 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
     }
     let n = set.len().max(1) as f64;
     r.solved_by_step.iter_mut().for_each(|v| *v /= n);
-    r.solved = r.solved_by_step.last().copied().unwrap_or(0.0);
-    r.solved_at_depth_plus_one /= n;
-    r.mean_depth /= n;
+    r.solved = r.solved_by_step[steps.min(run) - 1];
+    for v in [&mut r.solved_at_depth_plus_one, &mut r.solved_depth_plus_k, &mut r.solved_fixed_point, &mut r.converged, &mut r.mean_fixed_point_steps, &mut r.mean_depth] {
+        *v /= n;
+    }
     r.node_acc = nodes_ok as f64 / nodes.max(1) as f64;
     Ok(r)
+}
+
+/// One-step error correction of a discrete model (spec §7): per graph, start from the
+/// solved state Y, set one RHS value (uniform over the graph's nodes, seeded) to a different
+/// value in 0..p−1, run one step and count the position repaired. Returns the repaired fraction.
+pub fn recovery_rate(model: &Recurrent, set: &[Encoded], batch: usize, vocab: &Vocab, modulus: u32, seed: u64) -> Result<f64> {
+    use rand::SeedableRng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut hit, mut total) = (0usize, 0usize);
+    for chunk in set.chunks(batch) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let mut where_ = Vec::with_capacity(chunk.len());
+        let inputs: Vec<Vec<Token>> = chunk
+            .iter()
+            .map(|e| {
+                let mut s = e.labels.clone();
+                let rhs: Vec<usize> = (0..e.len()).filter(|&k| e.rhs_depth[k] >= 0).collect();
+                let k = rhs[rng.random_range(0..rhs.len())];
+                let right = e.labels[k][VALUE_FACTOR];
+                let wrong = (right + rng.random_range(1..modulus)) % modulus;
+                s[k][VALUE_FACTOR] = wrong;
+                where_.push((k, right));
+                s
+            })
+            .collect();
+        let b = GraphBatch::new(&refs, vocab, |i| (inputs[i].clone(), chunk[i].labels.clone(), 0));
+        let next = Recurrent::discretize(&model.step(&b.input_tensor(model.params().device())?, &mut Hooks::none())?)?;
+        let next: Vec<u32> = next.flatten_all()?.to_vec1()?;
+        for (i, &(k, right)) in where_.iter().enumerate() {
+            total += 1;
+            hit += usize::from(next[i * b.len * 4 + k * 4 + VALUE_FACTOR] == right);
+        }
+    }
+    Ok(hit as f64 / total.max(1) as f64)
 }
 
 /// `n` encoded graphs of `cfg`, drawn from `seed`.
