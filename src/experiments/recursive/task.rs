@@ -295,6 +295,9 @@ pub struct DueStats {
     pub plateau_sum: f64,
     pub loss_sum: f64,
     pub steps: f64,
+    /// Copies split by where the parent is defined: [previous equation, farther back].
+    pub copy_hit: [f64; 2],
+    pub copy_count: [f64; 2],
 }
 
 impl DueStats {
@@ -310,6 +313,22 @@ impl DueStats {
                 let k = (b.n_parents[i] as usize).min(3);
                 cnt[k] += 1.0;
                 hit[k] += f64::from(p == b.targets[i * 4 + VALUE_FACTOR]);
+            }
+        }
+        // Copies: is the parent's defining RHS token the previous equation's (4 positions back:
+        // `… = x_a <EQ_SEP> x_a = x_v`)? A purely positional shortcut solves only those.
+        for (i, &p) in pred.iter().enumerate() {
+            let (row, k) = (i / b.len, i % b.len);
+            if b.rhs_depth[i] < 0 || b.rhs_depth[i] as usize != b.step[row] || b.n_parents[i] != 1 || k < 2 {
+                continue;
+            }
+            let base = row * b.len;
+            let parent = b.inputs[(base + k - 2) * 4 + 1];
+            let def = (0..k).rev().find(|&j| b.rhs_depth[base + j] >= 0 && b.inputs[(base + j) * 4 + 1] == parent);
+            if let Some(j) = def {
+                let far = usize::from(k - j != 4);
+                self.copy_count[far] += 1.0;
+                self.copy_hit[far] += f64::from(p == b.targets[i * 4 + VALUE_FACTOR]);
             }
         }
         let real: f64 = b.weights.iter().map(|&w| f64::from(w)).sum();
@@ -329,6 +348,11 @@ impl DueStats {
         for k in 0..4 {
             if self.count[k] > 0.0 {
                 m.insert(format!("window_due_acc_parents{k}"), self.hit[k] / self.count[k]);
+            }
+        }
+        for (j, name) in ["window_copy_acc_prev_eq", "window_copy_acc_farther"].iter().enumerate() {
+            if self.copy_count[j] > 0.0 {
+                m.insert((*name).into(), self.copy_hit[j] / self.copy_count[j]);
             }
         }
         if self.steps > 0.0 {
@@ -405,9 +429,10 @@ impl Task for RecursiveTask {
         if self.verbose {
             let g = |k: &str| m.get(k).map_or("  –  ".to_string(), |v| format!("{v:.3}"));
             eprintln!(
-                "[{}] step {step}: val solved {:.3}, node acc {:.3}; due-node value acc (last {window} steps) leaf {} copy {} 2-parent {} 3-parent {}; loss {} vs plateau {}",
+                "[{}] step {step}: val solved {:.3}, node acc {:.3}; due-node value acc (last {window} steps) leaf {} copy {} (parent in previous equation {}, farther {}) 2-parent {} 3-parent {}; loss {} vs plateau {}",
                 self.variant.name, r.solved, r.node_acc,
-                g("window_due_acc_parents0"), g("window_due_acc_parents1"), g("window_due_acc_parents2"), g("window_due_acc_parents3"),
+                g("window_due_acc_parents0"), g("window_due_acc_parents1"), g("window_copy_acc_prev_eq"), g("window_copy_acc_farther"),
+                g("window_due_acc_parents2"), g("window_due_acc_parents3"),
                 g("window_loss"), g("window_plateau_loss"),
             );
         }
