@@ -426,7 +426,9 @@ impl Task for RecursiveTask {
         m.insert("val_node_acc".into(), r.node_acc);
         let window = self.due.steps;
         self.due.drain(&mut m);
-        if self.verbose {
+        if self.verbose && window == 0.0 {
+            eprintln!("[{}] step {step}: val solved {:.3}, node acc {:.3}", self.variant.name, r.solved, r.node_acc);
+        } else if self.verbose {
             let g = |k: &str| m.get(k).map_or("  –  ".to_string(), |v| format!("{v:.3}"));
             eprintln!(
                 "[{}] step {step}: val solved {:.3}, node acc {:.3}; due-node value acc (last {window} steps) leaf {} copy {} (parent in previous equation {}, farther {}) 2-parent {} 3-parent {}; loss {} vs plateau {}",
