@@ -162,3 +162,34 @@ fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()>
     assert!(seen_multi, "after the stage, multi-parent nodes appear");
     Ok(())
 }
+
+#[test]
+fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
+    let mut study = tiny_study();
+    study.train.steps = 20;
+    study.train.eval_every = 10;
+    study.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+    let dir = std::env::temp_dir().join(format!("latentlab-rec-{}", std::process::id()));
+    study.out_dir = dir.display().to_string();
+    let o = latentlab::experiments::recursive::reproduce(&study, true, true).expect("reproduction");
+    assert_eq!(o.variants.len(), 2);
+    let ec = o.variant("discrete-ec").expect("discrete-ec ran");
+    for s in &ec.sizes {
+        let r = s.recovery.expect("recovery measured for a discrete model");
+        assert!((0.0..=1.0).contains(&r) && (0.0..=1.0).contains(&s.solved_fixed_point));
+        assert_eq!(s.solved_by_step.len(), eval_steps(s.max_depth, study.eval.extra_steps));
+    }
+    assert!(o.variant("feedforward").unwrap().sizes.iter().all(|s| s.recovery.is_none() && s.solved_by_step.len() == 1));
+    // Twenty steps solve nothing: the claims that need solved graphs fail, and the
+    // unmeasured analyses say so instead of passing.
+    let ids: Vec<&str> = o.claims.iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10"]);
+    assert!(!o.claims[0].pass, "R1 cannot pass after 20 steps: {}", o.claims[0].measured);
+    for c in &o.claims[6..] {
+        assert!(!c.pass && c.measured.starts_with("not measured"), "{}: {}", c.id, c.measured);
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("claims.json")).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 10);
+    assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
