@@ -2,7 +2,8 @@
 //! ADD, p = 23, train N = 16 (depth ≤ 4), pool 64; d = 64, 4 heads, 3 layers; AdamW wd 0.01,
 //! constant lr, 64 graphs per step, 8,000 steps; test N ∈ {8, 16, 24, 32, 48, 64}. Calibrated
 //! (docs/recursive-calibration.md): lr 3e-3 after 200 warm-up steps, T5-style distance-bias
-//! positions (window 32, gain 10) instead of DeBERTa's terms.
+//! positions (window 32, gain 10) instead of DeBERTa's terms, copy-only graphs for the first
+//! 1,500 steps (full profile only).
 
 use serde::{Deserialize, Serialize};
 
@@ -157,14 +158,17 @@ impl Default for RecursiveStudy {
                 variant("continuous", Method::Continuous, 3, false),
                 variant("feedforward", Method::FeedForward, 6, false),
             ],
-            curriculum: Vec::new(),
+            // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps.
+            curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1) }],
         }
     }
 }
 
 impl RecursiveStudy {
     /// The `--quick` version: the smoke profile of spec §11.1 (train N = 12, depth ≤ 3;
-    /// test N ∈ {12, 24, 48}, 64 graphs each), 300 steps, discrete + EC and feed-forward.
+    /// test N ∈ {12, 24, 48}, 64 graphs each), 300 steps, no curriculum, discrete + EC and
+    /// feed-forward. 300 steps do not reach the copy transition (≈ 3,000 steps, see the
+    /// calibration log): the quick claims fail honestly.
     pub fn quick() -> Self {
         let mut s = Self { name: "recursive-quick".into(), ..Self::default() };
         s.data.n_nodes = 12;
@@ -175,6 +179,7 @@ impl RecursiveStudy {
         s.eval.sizes = vec![12, 24, 48];
         s.eval.n_graphs = 64;
         s.eval.n_val = 32;
+        s.curriculum.clear();
         s.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
         s
     }
