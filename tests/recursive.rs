@@ -144,6 +144,14 @@ fn hooked_and_fused_distance_bias_attention_agree() -> Result<()> {
 
 #[test]
 fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()> {
+    use latentlab::config::Validate;
+    let full = RecursiveStudy::default();
+    full.validate().expect("the full profile validates");
+    assert_eq!(full.schedule()[0].1.max_fan_in, 1, "the full profile starts copy-only");
+    let mut bad = tiny_study();
+    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None }];
+    let err = bad.validate().expect_err("2 nodes < 6 leaves").to_string();
+    assert!(err.contains("curriculum[0]"), "{err}");
     let mut study = tiny_study();
     study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1) }];
     let stages = study.schedule();
