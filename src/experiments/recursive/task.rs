@@ -174,7 +174,7 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
     let depth = |e: &Encoded| e.rhs_depth.iter().copied().max().unwrap_or(0).max(0) as usize;
     let max_depth = set.iter().map(depth).max().unwrap_or(0);
     let recurrent = matches!(variant.method, Method::Discrete | Method::Continuous);
-    let steps = if recurrent { max_depth + eval.extra_steps } else { 1 };
+    let steps = if recurrent { (max_depth + eval.extra_steps).max(1) } else { 1 };
     let run = if recurrent { eval_steps(max_depth, eval.extra_steps) } else { 1 };
     let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; run], ..Default::default() };
     let (mut nodes, mut nodes_ok) = (0usize, 0usize);
