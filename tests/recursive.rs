@@ -4,9 +4,9 @@
 
 use candle_core::{Device, Result};
 use latentlab::data::compgraph::{encode, sample_problem, CompGraphConfig, Encoded};
-use latentlab::experiments::recursive::config::{Method, RecursiveStudy, Variant};
+use latentlab::experiments::recursive::config::{CurriculumStage, Method, RecursiveStudy, Variant};
 use latentlab::experiments::recursive::run::task_for;
-use latentlab::experiments::recursive::task::{evaluate_set, final_batch};
+use latentlab::experiments::recursive::task::{eval_steps, evaluate_set, final_batch, recovery_rate};
 use latentlab::interp::{HookPoint, Hooks};
 use latentlab::models::{Halt, Recurrent, RecurrentConfig};
 use latentlab::train::{MetricsSink, RunOptions, Task};
@@ -113,7 +113,91 @@ fn a_short_discrete_run_lowers_the_loss_and_evaluates() -> Result<()> {
     assert!(sink.series("due_acc_parents0").last().is_some());
     let set = latentlab::experiments::recursive::task::graph_set(&CompGraphConfig { max_depth: 0, ..study.data.clone() }, 8, 7);
     let r = evaluate_set(&task.model, &v, 2, &set, &study.eval, &study.data.vocab())?;
-    assert_eq!(r.solved_by_step.len(), r.max_depth + 2);
-    assert!((0.0..=1.0).contains(&r.node_acc));
+    assert_eq!(r.steps, r.max_depth + 2);
+    assert_eq!(r.solved_by_step.len(), eval_steps(r.max_depth, 2));
+    assert_eq!(r.solved, r.solved_by_step[r.steps - 1]);
+    for x in [r.node_acc, r.solved_depth_plus_k, r.solved_fixed_point, r.converged] {
+        assert!((0.0..=1.0).contains(&x));
+    }
+    assert!((1.0..=r.solved_by_step.len() as f64).contains(&r.mean_fixed_point_steps));
+    let rec = recovery_rate(&task.model, &set, 4, &study.data.vocab(), study.data.modulus, 1)?;
+    assert!((0.0..=1.0).contains(&rec));
     Ok(())
+}
+
+#[test]
+fn hooked_and_fused_distance_bias_attention_agree() -> Result<()> {
+    let (model, enc) = small_model()?;
+    assert!(model.cfg.pos_bias_window > 0, "the default positions are the fused distance bias");
+    let refs: Vec<&Encoded> = enc.iter().collect();
+    let b = final_batch(&refs, &CompGraphConfig { name_pool: 16, ..CompGraphConfig::default() }.vocab());
+    let x = b.input_tensor(&Device::Cpu)?;
+    let fused = model.step(&x, &mut Hooks::none())?;
+    let mut hooks = Hooks::capture(vec!["blocks.0.attn.hook_pattern".parse().unwrap()]);
+    let composed = model.step(&x, &mut hooks)?;
+    for (a, c) in fused.iter().zip(&composed) {
+        let d = (a - c)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(d < 1e-4, "fused vs composed logits differ by {d}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()> {
+    use latentlab::config::Validate;
+    let full = RecursiveStudy::default();
+    full.validate().expect("the full profile validates");
+    assert_eq!(full.schedule()[0].1.max_fan_in, 1, "the full profile starts copy-only");
+    let mut bad = tiny_study();
+    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None }];
+    let err = bad.validate().expect_err("2 nodes < 6 leaves").to_string();
+    assert!(err.contains("curriculum[0]"), "{err}");
+    let mut study = tiny_study();
+    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1) }];
+    let stages = study.schedule();
+    assert_eq!(stages.len(), 1);
+    assert_eq!((stages[0].0, stages[0].1.max_fan_in, stages[0].1.min_fan_in), (2, 1, 1));
+    let v = study.variants[0].clone();
+    let mut task = task_for(&study, &v).expect("task");
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let (_, m) = task.train_loss(0, &mut rng)?;
+    assert!(!m.contains_key("due_acc_parents2") && !m.contains_key("due_acc_parents3"), "{m:?}");
+    let mut seen_multi = false;
+    for step in 2..6 {
+        let (_, m) = task.train_loss(step, &mut rng)?;
+        seen_multi |= m.contains_key("due_acc_parents2") || m.contains_key("due_acc_parents3");
+    }
+    assert!(seen_multi, "after the stage, multi-parent nodes appear");
+    Ok(())
+}
+
+#[test]
+fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
+    let mut study = tiny_study();
+    study.train.steps = 20;
+    study.train.eval_every = 10;
+    study.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+    let dir = std::env::temp_dir().join(format!("latentlab-rec-{}", std::process::id()));
+    study.out_dir = dir.display().to_string();
+    let o = latentlab::experiments::recursive::reproduce(&study, true, true).expect("reproduction");
+    assert_eq!(o.variants.len(), 2);
+    let ec = o.variant("discrete-ec").expect("discrete-ec ran");
+    for s in &ec.sizes {
+        let r = s.recovery.expect("recovery measured for a discrete model");
+        assert!((0.0..=1.0).contains(&r) && (0.0..=1.0).contains(&s.solved_fixed_point));
+        assert_eq!(s.solved_by_step.len(), eval_steps(s.max_depth, study.eval.extra_steps));
+    }
+    assert!(o.variant("feedforward").unwrap().sizes.iter().all(|s| s.recovery.is_none() && s.solved_by_step.len() == 1));
+    // Twenty steps solve nothing: the claims that need solved graphs fail, and the
+    // unmeasured analyses say so instead of passing.
+    let ids: Vec<&str> = o.claims.iter().map(|c| c.id).collect();
+    assert_eq!(ids, ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10"]);
+    assert!(!o.claims[0].pass, "R1 cannot pass after 20 steps: {}", o.claims[0].measured);
+    for c in &o.claims[6..] {
+        assert!(!c.pass && c.measured.starts_with("not measured"), "{}: {}", c.id, c.measured);
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("claims.json")).unwrap()).unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 10);
+    assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,7 +2,13 @@
 
 use std::path::PathBuf;
 
+use latentlab::experiments::recursive::bench::bench_recursive_step;
 use latentlab::train::bench::{bench, standard_configs};
+
+/// The recursive study's training step (`experiments::recursive::bench`).
+const RECURSIVE: &str = "recursive-step";
+/// The same step with partial RoPE instead of the fused distance bias.
+const RECURSIVE_ROPE: &str = "recursive-step-rope";
 use latentlab::train::bench_forward::{bench_forward, forward_configs};
 
 #[derive(Debug, clap::Args)]
@@ -24,7 +30,7 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let all = standard_configs();
     let fwd = forward_configs();
-    let names: Vec<&str> = all.iter().map(|c| c.name).chain(fwd.iter().map(|c| c.name)).collect();
+    let names: Vec<&str> = all.iter().map(|c| c.name).chain(fwd.iter().map(|c| c.name)).chain([RECURSIVE, RECURSIVE_ROPE]).collect();
     for c in &args.configs {
         if !names.contains(&c.as_str()) {
             anyhow::bail!(super::UsageError(format!("--config: unknown bench config `{c}`; expected one of: {}", names.join(", "))));
@@ -32,8 +38,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     anyhow::ensure!(args.steps > 0, super::UsageError("--steps must be > 0".into()));
     let mut results = Vec::new();
+    let mut timed = Vec::new();
     for cfg in all.iter().filter(|c| args.configs.is_empty() || args.configs.iter().any(|n| n == c.name)) {
-        let r = bench(cfg, args.warmup, args.steps)?;
+        timed.push(bench(cfg, args.warmup, args.steps)?);
+    }
+    if args.configs.is_empty() || args.configs.iter().any(|n| n == RECURSIVE) {
+        timed.push(bench_recursive_step(args.warmup, args.steps, false)?);
+    }
+    if args.configs.iter().any(|n| n == RECURSIVE_ROPE) {
+        timed.push(bench_recursive_step(args.warmup, args.steps, true)?);
+    }
+    for r in timed {
         println!("{} ({} params, {} threads): {:.1} ms/step, {:.0} tokens/s, {:.1} GFLOP/s ({:.2} GFLOP/step)",
             r.name, r.params, r.threads, r.ms_step, r.tokens_per_s, r.gflops, r.gflop_per_step);
         println!("  phases: forward {:.1} ms, backward {:.1} ms, clip {:.2} ms, optimizer {:.2} ms",

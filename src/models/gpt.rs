@@ -136,6 +136,8 @@ impl GptConfig {
                 max_seq_len: self.max_seq_len,
                 init: self.init,
                 rel_pos: self.rel_pos,
+                rel_bias: 0,
+                rel_bias_gain: 1.0,
             },
             mlp: MlpConfig {
                 d_model: self.d_model,

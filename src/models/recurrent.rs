@@ -3,8 +3,8 @@
 //! block stack applied repeatedly, a final LayerNorm and one readout head per factor.
 //! Discrete latent: each step's per-factor argmax is re-embedded; continuous latent: the
 //! normalised hidden state is fed back. Step t's hook points are `loop.{t}.…`.
-//! Positions: partial RoPE (a relative encoding the fused attention kernel supports) stands
-//! in for the spec's clamped DeBERTa buckets. May import `nn` and `interp::hooks`.
+//! Positions: a learned per-head bias per clamped distance (T5-style, fused kernel; the
+//! spec's cheaper option) or partial RoPE stand in for the spec's clamped DeBERTa buckets. May import `nn` and `interp::hooks`.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -34,15 +34,37 @@ pub struct RecurrentConfig {
     pub rope_base: f64,
     /// Longest input (RoPE table size; default 1024).
     pub max_seq_len: usize,
+    /// Window W of the T5-style per-head scalar bias per clamped distance (spec §11.2's
+    /// cheaper position option, fused kernel); when > 0 it replaces RoPE (default 32).
+    /// 0 = partial RoPE with `rope_frac`.
+    #[serde(default)]
+    pub pos_bias_window: usize,
+    /// Gain of the distance bias (`AttentionConfig::rel_bias_gain`; default 1).
+    #[serde(default = "unit")]
+    pub pos_bias_gain: f64,
+}
+
+fn unit() -> f64 {
+    1.0
 }
 
 impl Default for RecurrentConfig {
     fn default() -> Self {
-        Self { factor_sizes: vec![7, 65, 2, 25], d_model: 64, n_layers: 3, n_heads: 4, d_mlp: 256, rope_frac: 0.5, rope_base: 10000.0, max_seq_len: 1024 }
+        Self { factor_sizes: vec![7, 65, 2, 25], d_model: 64, n_layers: 3, n_heads: 4, d_mlp: 256, rope_frac: 0.5, rope_base: 10000.0, max_seq_len: 1024, pos_bias_window: 32, pos_bias_gain: 1.0 }
     }
 }
 
 impl RecurrentConfig {
+    /// The position encoding, in words (printed with results: the bias is an approximation
+    /// of the spec's DeBERTa terms).
+    pub fn positions(&self) -> String {
+        if self.pos_bias_window > 0 {
+            format!("T5-style per-head distance bias, window {} (spec §11.2 cheap option, not DeBERTa c2p/p2c)", self.pos_bias_window)
+        } else {
+            format!("partial RoPE (rope_frac {}) instead of clamped DeBERTa buckets", self.rope_frac)
+        }
+    }
+
     pub fn d_head(&self) -> usize {
         self.d_model / self.n_heads.max(1)
     }
@@ -57,11 +79,13 @@ impl RecurrentConfig {
                 d_head: self.d_head(),
                 identity_q: false,
                 bias: true,
-                rope_frac: self.rope_frac,
+                rope_frac: if self.pos_bias_window > 0 { 0.0 } else { self.rope_frac },
                 rope_base: self.rope_base,
                 max_seq_len: self.max_seq_len,
                 init: InitScheme::Pytorch,
                 rel_pos: 0,
+                rel_bias: self.pos_bias_window,
+                rel_bias_gain: self.pos_bias_gain,
             },
             mlp: MlpConfig { d_model: self.d_model, d_mlp: self.d_mlp, kind: FfnKind::Mlp, act: Act::Relu, bias: true, init: InitScheme::Pytorch },
             norm: NormKind::Layer,

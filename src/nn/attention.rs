@@ -39,6 +39,19 @@ pub struct AttentionConfig {
     /// Clamp distance P of relative positions (0 = none).
     #[serde(default)]
     pub rel_pos: usize,
+    /// Window W of a learned per-head scalar bias per clamped distance (T5-style; fused
+    /// kernel `ops::causal_attention_bias`); 0 = none.
+    #[serde(default)]
+    pub rel_bias: usize,
+    /// The distance bias is `rel_bias_gain · table`: a single scalar per (head, distance)
+    /// moves by about lr per Adam step, so a gain > 1 lets it reach a sharp positional
+    /// pattern in as many steps as the multiplicative q·k terms (default 1).
+    #[serde(default = "unit_gain")]
+    pub rel_bias_gain: f64,
+}
+
+fn unit_gain() -> f64 {
+    1.0
 }
 
 /// One attention layer; field names are the checkpoint key segments.
@@ -50,6 +63,8 @@ pub struct Attention {
     out_proj: Linear,
     rope: Option<Rope>,
     rel: Option<RelPos>,
+    /// `(head_index, W)` distance bias when `rel_bias > 0`.
+    rel_bias: Option<Tensor>,
     cfg: AttentionConfig,
     layer: usize,
 }
@@ -166,7 +181,8 @@ impl Attention {
         } else {
             None
         };
-        Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, rel, cfg: cfg.clone(), layer })
+        let rel_bias = if cfg.rel_bias > 0 { Some(vb.get((h, cfg.rel_bias), "rel_bias", super::params::Init::Zeros, false)?) } else { None };
+        Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, rel, rel_bias, cfg: cfg.clone(), layer })
     }
 
     /// `x: (batch, pos, d_model) -> (batch, pos, d_model)`.
@@ -217,10 +233,15 @@ impl Attention {
         };
         let z = match &self.rel {
             None if cond.needs_mask() => {
-                if self.rope.is_some() {
-                    candle_core::bail!("masked/bidirectional attention does not support RoPE");
+                if self.rope.is_some() || self.rel_bias.is_some() {
+                    candle_core::bail!("masked/bidirectional attention does not support RoPE or a distance bias");
                 }
                 masked_pattern(&q, &k, &v, memory.as_ref(), cond, l, hooks)?
+            }
+            None if self.rel_bias.is_some() => {
+                let table = self.rel_bias.as_ref().expect("checked");
+                let bias = if self.cfg.rel_bias_gain == 1.0 { table.clone() } else { (table * self.cfg.rel_bias_gain)? };
+                attend_bias(&q, &k, &v, &bias, l, hooks)?
             }
             None => attend(&q, &k, &v, l, hooks)?,
             Some(rel) => {
@@ -249,6 +270,25 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, layer: usize, hooks: &mut Hook
     }
     let flat = |x: &Tensor| x.reshape((b, x.dim(1)?, ()));
     ops::causal_attention(&flat(q)?, &flat(k)?, &flat(v)?, h, hk, scale)?.reshape((b, t, h, dh))
+}
+
+/// `attend` plus a per-head bias per clamped distance (`bias: (head_index, W)`), fused
+/// unless a hook asks for the scores or the pattern.
+pub fn attend_bias(q: &Tensor, k: &Tensor, v: &Tensor, bias: &Tensor, layer: usize, hooks: &mut Hooks) -> Result<Tensor> {
+    let (b, t, h, dh) = q.dims4()?;
+    let hk = k.dim(2)?;
+    let scale = 1.0 / (dh as f64).sqrt();
+    if hooks.wants(&HookPoint::AttnScores(layer)) || hooks.wants(&HookPoint::AttnPattern(layer)) {
+        let rep = h / hk;
+        let heads = |x: &Tensor| x.transpose(1, 2)?.contiguous();
+        let (qh, kh, vh) = (heads(q)?, repeat_kv(heads(k)?, rep)?, repeat_kv(heads(v)?, rep)?);
+        let raw = (qh.matmul(&kh.t()?)? * scale)?.broadcast_add(&ops::distance_bias(bias, t, kh.dim(2)?)?.unsqueeze(0)?)?;
+        let scores = hooks.apply(HookPoint::AttnScores(layer), raw)?;
+        let pattern = hooks.apply(HookPoint::AttnPattern(layer), ops::causal_softmax(&scores, 1.0)?)?;
+        return pattern.matmul(&vh)?.transpose(1, 2);
+    }
+    let flat = |x: &Tensor| x.reshape((b, x.dim(1)?, ()));
+    ops::causal_attention_bias(&flat(q)?, &flat(k)?, &flat(v)?, bias, h, hk, scale)?.reshape((b, t, h, dh))
 }
 
 /// The composed path with `hook_attn_scores` and `hook_pattern`;
@@ -373,6 +413,8 @@ mod cond_tests {
             max_seq_len: 8,
             init: InitScheme::Pytorch,
             rel_pos: 0,
+            rel_bias: 0,
+            rel_bias_gain: 1.0,
         };
         Attention::new(&cfg, 0, &Params::new(seed, &Device::Cpu).root())
     }

@@ -77,7 +77,8 @@ pub struct BenchResult {
     pub ops: Vec<(String, f64)>,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+/// Median of `v` (non-empty).
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -135,7 +136,7 @@ fn gemm_shapes(m: &GptConfig, batch: usize, t: usize, scored: Option<usize>) -> 
 /// Time the GEMMs alone with the kernels the model uses: single products
 /// through the fused linear op (faer), batched attention products through
 /// candle's batched matmul (the `gemm` crate, as in the fused attention).
-fn time_matmuls(shapes: &[(usize, usize, usize, usize)], reps: usize, dev: &Device) -> Result<(f64, f64)> {
+pub fn time_matmuls(shapes: &[(usize, usize, usize, usize)], reps: usize, dev: &Device) -> Result<(f64, f64)> {
     let mut mats = Vec::new();
     let mut flop = 0.0;
     for &(b, m, k, n) in shapes {
@@ -159,7 +160,8 @@ fn time_matmuls(shapes: &[(usize, usize, usize, usize)], reps: usize, dev: &Devi
     Ok((median(times), flop))
 }
 
-fn time_op(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+/// Median milliseconds of `reps` calls of `f` after one untimed call.
+pub fn time_op(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
     let mut times = Vec::new();
     for _ in 0..reps {

@@ -4,6 +4,7 @@
 //! `latentlab reproduce recursive`.
 
 pub mod analysis;
+pub mod bench;
 pub mod claims;
 pub mod config;
 pub mod run;

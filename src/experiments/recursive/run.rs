@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::claims::{check_claims, Claim};
 use super::config::{RecursiveStudy, Variant};
-use super::task::{evaluate_set, graph_set, RecursiveTask, SizeResult};
+use super::task::{evaluate_set, graph_set, recovery_rate, RecursiveTask, SizeResult};
 use crate::config::to_toml;
 use crate::data::compgraph::CompGraphConfig;
 use crate::models::Recurrent;
@@ -97,11 +97,15 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         e2e_loops: study.e2e_loops,
         eval: study.eval.clone(),
         val: graph_set(&study.data, study.eval.n_val, 999_999),
+        due: Default::default(),
+        verbose: false,
+        stages: study.schedule(),
     })
 }
 
 fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> Result<VariantResult, StudyError> {
     let mut task = task_for(study, v)?;
+    task.verbose = !quiet;
     let vdir = dir.join(&v.name);
     std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
     let mut sink = MetricsSink::open(&vdir.join("metrics.jsonl"), None)?;
@@ -122,8 +126,15 @@ fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> 
     for (n, set) in test_sets(study) {
         let mut r = evaluate_set(&task.model, v, study.e2e_loops, &set, &study.eval, &vocab)?;
         r.n_nodes = n;
+        if v.method == crate::experiments::recursive::config::Method::Discrete {
+            r.recovery = Some(recovery_rate(&task.model, &set, study.eval.batch, &vocab, study.data.modulus, 7_000_000 + n as u64)?);
+        }
         if !quiet {
-            eprintln!("[{}] N = {n:>3}: solved {:.3}, node acc {:.3} ({} steps)", v.name, r.solved, r.node_acc, r.steps);
+            eprintln!(
+                "[{}] N = {n:>3}: solved {:.3} (T = max depth + {}), depth+{} {:.3}, until-fixed-point {:.3} ({:.1} steps, {:.3} converged), node acc {:.3}, recovery {}",
+                v.name, r.solved, study.eval.extra_steps, study.eval.extra_steps, r.solved_depth_plus_k, r.solved_fixed_point, r.mean_fixed_point_steps, r.converged, r.node_acc,
+                r.recovery.map_or("–".into(), |x| format!("{x:.3}"))
+            );
         }
         sizes.push(r);
     }
@@ -151,10 +162,7 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
         quick,
         seconds: 0.0,
         train_n: study.data.n_nodes,
-        notes: vec![format!(
-            "positions: partial RoPE (rope_frac {}) instead of clamped DeBERTa buckets (spec §3); evaluation T = set max depth + {}",
-            study.model.rope_frac, study.eval.extra_steps
-        )],
+        notes: vec![format!("positions: {} (spec §3); evaluation T = set max depth + {}", study.model.positions(), study.eval.extra_steps)],
         variants,
         claims: Vec::new(),
     };

@@ -139,16 +139,34 @@ pub struct SizeResult {
     pub n_graphs: usize,
     pub mean_depth: f64,
     pub max_depth: usize,
-    /// Steps run (max depth + extra; 1 or e2e loops for end-to-end models).
+    /// Steps of the official rule T = set max depth + `eval.extra_steps` (1 or the e2e loops
+    /// for end-to-end models).
     pub steps: usize,
-    /// Fully solved after the last step.
+    /// Fully solved after `steps` steps (the official rule).
     pub solved: f64,
-    /// RHS values correct after the last step.
+    /// RHS values correct after `steps` steps.
     pub node_acc: f64,
-    /// Fully solved after step 1..=steps.
+    /// Fully solved after step 1..=`steps_run` (accuracy vs iterations; recurrent methods run
+    /// max(set max depth + extra + 5, 2 × set max depth) steps).
     pub solved_by_step: Vec<f64>,
     /// Fraction solved after exactly own depth + 1 steps (recurrent methods).
     pub solved_at_depth_plus_one: f64,
+    /// `depth+k` mode: fully solved after own depth + `eval.extra_steps` steps.
+    pub solved_depth_plus_k: f64,
+    /// `until-fixed-point` mode, per graph: the state at the first step that leaves it
+    /// unchanged (cap: the last step run); fully solved there.
+    pub solved_fixed_point: f64,
+    /// Fraction of graphs that reached a fixed point before the cap, and mean steps used.
+    pub converged: f64,
+    pub mean_fixed_point_steps: f64,
+    /// One-step error correction (spec §7): one correct RHS value of the solved state set to
+    /// a different value in 0..p−1, one step, repaired fraction (one injection per graph).
+    pub recovery: Option<f64>,
+}
+
+/// Steps the recurrent evaluation runs for a set of max depth `d`.
+pub fn eval_steps(d: usize, extra: usize) -> usize {
+    (d + extra + 5).max(2 * d)
 }
 
 /// Evaluate `variant` on `set` (graphs of one size), `eval.batch` graphs per pass.
@@ -156,25 +174,38 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
     let depth = |e: &Encoded| e.rhs_depth.iter().copied().max().unwrap_or(0).max(0) as usize;
     let max_depth = set.iter().map(depth).max().unwrap_or(0);
     let recurrent = matches!(variant.method, Method::Discrete | Method::Continuous);
-    let steps = if recurrent { max_depth + eval.extra_steps } else { 1 };
-    let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; steps], ..Default::default() };
+    let steps = if recurrent { (max_depth + eval.extra_steps).max(1) } else { 1 };
+    let run = if recurrent { eval_steps(max_depth, eval.extra_steps) } else { 1 };
+    let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; run], ..Default::default() };
     let (mut nodes, mut nodes_ok) = (0usize, 0usize);
     for chunk in set.chunks(eval.batch) {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let b = final_batch(&refs, vocab);
-        let states = run_states(model, variant, e2e_loops, &b.input_tensor(model.params().device())?, steps)?;
+        let states = run_states(model, variant, e2e_loops, &b.input_tensor(model.params().device())?, run)?;
         for (i, e) in chunk.iter().enumerate() {
             let row = |k: usize| i * b.len * 4 + k * 4;
             let solved = |s: &[u32]| (0..e.len()).all(|k| s[row(k)..row(k) + 4] == e.labels[k]);
-            for (t, s) in states.iter().enumerate() {
-                if solved(s) {
+            let ok: Vec<bool> = states.iter().map(|s| solved(s)).collect();
+            for (t, &good) in ok.iter().enumerate() {
+                if good {
                     r.solved_by_step[t] += 1.0;
-                    if recurrent && t == depth(e) {
-                        r.solved_at_depth_plus_one += 1.0;
-                    }
                 }
             }
-            let last = states.last().expect("≥ 1 step");
+            if recurrent {
+                r.solved_at_depth_plus_one += f64::from(u8::from(ok[depth(e).min(run - 1)]));
+                r.solved_depth_plus_k += f64::from(u8::from(ok[(depth(e) + eval.extra_steps).saturating_sub(1).min(run - 1)]));
+                let same = |t: usize| (0..e.len()).all(|k| states[t][row(k)..row(k) + 4] == states[t - 1][row(k)..row(k) + 4]);
+                let fixed = (1..run).find(|&t| same(t));
+                let t_end = fixed.unwrap_or(run - 1);
+                r.converged += f64::from(u8::from(fixed.is_some()));
+                r.mean_fixed_point_steps += (t_end + 1) as f64;
+                r.solved_fixed_point += f64::from(u8::from(ok[t_end]));
+            } else {
+                r.solved_depth_plus_k += f64::from(u8::from(ok[0]));
+                r.solved_fixed_point += f64::from(u8::from(ok[0]));
+                r.mean_fixed_point_steps += 1.0;
+            }
+            let last = &states[steps.min(states.len()) - 1];
             for k in (0..e.len()).filter(|&k| e.rhs_depth[k] >= 0) {
                 nodes += 1;
                 nodes_ok += usize::from(last[row(k) + VALUE_FACTOR] == e.labels[k][VALUE_FACTOR]);
@@ -185,11 +216,46 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
     }
     let n = set.len().max(1) as f64;
     r.solved_by_step.iter_mut().for_each(|v| *v /= n);
-    r.solved = r.solved_by_step.last().copied().unwrap_or(0.0);
-    r.solved_at_depth_plus_one /= n;
-    r.mean_depth /= n;
+    r.solved = r.solved_by_step[steps.min(run) - 1];
+    for v in [&mut r.solved_at_depth_plus_one, &mut r.solved_depth_plus_k, &mut r.solved_fixed_point, &mut r.converged, &mut r.mean_fixed_point_steps, &mut r.mean_depth] {
+        *v /= n;
+    }
     r.node_acc = nodes_ok as f64 / nodes.max(1) as f64;
     Ok(r)
+}
+
+/// One-step error correction of a discrete model (spec §7): per graph, start from the
+/// solved state Y, set one RHS value (uniform over the graph's nodes, seeded) to a different
+/// value in 0..p−1, run one step and count the position repaired. Returns the repaired fraction.
+pub fn recovery_rate(model: &Recurrent, set: &[Encoded], batch: usize, vocab: &Vocab, modulus: u32, seed: u64) -> Result<f64> {
+    use rand::SeedableRng;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let (mut hit, mut total) = (0usize, 0usize);
+    for chunk in set.chunks(batch) {
+        let refs: Vec<&Encoded> = chunk.iter().collect();
+        let mut where_ = Vec::with_capacity(chunk.len());
+        let inputs: Vec<Vec<Token>> = chunk
+            .iter()
+            .map(|e| {
+                let mut s = e.labels.clone();
+                let rhs: Vec<usize> = (0..e.len()).filter(|&k| e.rhs_depth[k] >= 0).collect();
+                let k = rhs[rng.random_range(0..rhs.len())];
+                let right = e.labels[k][VALUE_FACTOR];
+                let wrong = (right + rng.random_range(1..modulus)) % modulus;
+                s[k][VALUE_FACTOR] = wrong;
+                where_.push((k, right));
+                s
+            })
+            .collect();
+        let b = GraphBatch::new(&refs, vocab, |i| (inputs[i].clone(), chunk[i].labels.clone(), 0));
+        let next = Recurrent::discretize(&model.step(&b.input_tensor(model.params().device())?, &mut Hooks::none())?)?;
+        let next: Vec<u32> = next.flatten_all()?.to_vec1()?;
+        for (i, &(k, right)) in where_.iter().enumerate() {
+            total += 1;
+            hit += usize::from(next[i * b.len * 4 + k * 4 + VALUE_FACTOR] == right);
+        }
+    }
+    Ok(hit as f64 / total.max(1) as f64)
 }
 
 /// `n` encoded graphs of `cfg`, drawn from `seed`.
@@ -211,11 +277,34 @@ pub struct RecursiveTask {
     pub eval: EvalConfig,
     /// In-distribution graphs scored at every evaluation.
     pub val: Vec<Encoded>,
+    /// Due-node accuracy since the last evaluation (discrete method).
+    pub due: DueStats,
+    /// Print a diagnostics line at every evaluation.
+    pub verbose: bool,
+    /// Curriculum: `(first step after the stage, graphs)`, in order.
+    pub stages: Vec<(u64, CompGraphConfig)>,
 }
 
-impl RecursiveTask {
-    /// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count.
-    fn due_accuracy(value_logits: &Tensor, b: &GraphBatch, m: &mut Metrics) -> Result<()> {
+/// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count
+/// (0 leaf, 1 copy, 2, 3), accumulated between evaluations, and the plateau loss.
+#[derive(Debug, Clone, Default)]
+pub struct DueStats {
+    pub hit: [f64; 4],
+    pub count: [f64; 4],
+    /// Σ over steps of the batch's plateau loss and of its training loss.
+    pub plateau_sum: f64,
+    pub loss_sum: f64,
+    pub steps: f64,
+    /// Copies split by where the parent is defined: [previous equation, farther back].
+    pub copy_hit: [f64; 2],
+    pub copy_count: [f64; 2],
+}
+
+impl DueStats {
+    /// Score one batch's VALUE logits; returns (per-parent-count accuracy, plateau loss).
+    /// The plateau loss is that of a model exact everywhere except the due internal nodes,
+    /// where it is uniform over the p values: n_due_internal · ln p / n_real positions.
+    pub fn add(&mut self, value_logits: &Tensor, b: &GraphBatch, modulus: usize) -> Result<([Option<f64>; 4], f64)> {
         let pred: Vec<u32> = value_logits.argmax(candle_core::D::Minus1)?.flatten_all()?.to_vec1()?;
         let (mut hit, mut cnt) = ([0.0f64; 4], [0.0f64; 4]);
         for (i, &p) in pred.iter().enumerate() {
@@ -226,12 +315,51 @@ impl RecursiveTask {
                 hit[k] += f64::from(p == b.targets[i * 4 + VALUE_FACTOR]);
             }
         }
-        for k in 0..4 {
-            if cnt[k] > 0.0 {
-                m.insert(format!("due_acc_parents{k}"), hit[k] / cnt[k]);
+        // Copies: is the parent's defining RHS token the previous equation's (4 positions back:
+        // `… = x_a <EQ_SEP> x_a = x_v`)? A purely positional shortcut solves only those.
+        for (i, &p) in pred.iter().enumerate() {
+            let (row, k) = (i / b.len, i % b.len);
+            if b.rhs_depth[i] < 0 || b.rhs_depth[i] as usize != b.step[row] || b.n_parents[i] != 1 || k < 2 {
+                continue;
+            }
+            let base = row * b.len;
+            let parent = b.inputs[(base + k - 2) * 4 + 1];
+            let def = (0..k).rev().find(|&j| b.rhs_depth[base + j] >= 0 && b.inputs[(base + j) * 4 + 1] == parent);
+            if let Some(j) = def {
+                let far = usize::from(k - j != 4);
+                self.copy_count[far] += 1.0;
+                self.copy_hit[far] += f64::from(p == b.targets[i * 4 + VALUE_FACTOR]);
             }
         }
-        Ok(())
+        let real: f64 = b.weights.iter().map(|&w| f64::from(w)).sum();
+        let plateau = (cnt[1] + cnt[2] + cnt[3]) * (modulus as f64).ln() / real.max(1.0);
+        for k in 0..4 {
+            self.hit[k] += hit[k];
+            self.count[k] += cnt[k];
+        }
+        self.plateau_sum += plateau;
+        self.steps += 1.0;
+        let acc = std::array::from_fn(|k| (cnt[k] > 0.0).then(|| hit[k] / cnt[k]));
+        Ok((acc, plateau))
+    }
+
+    /// Window means into `m` (`due_acc_parents{k}`, `plateau_loss`, `window_loss`), then reset.
+    pub fn drain(&mut self, m: &mut Metrics) {
+        for k in 0..4 {
+            if self.count[k] > 0.0 {
+                m.insert(format!("window_due_acc_parents{k}"), self.hit[k] / self.count[k]);
+            }
+        }
+        for (j, name) in ["window_copy_acc_prev_eq", "window_copy_acc_farther"].iter().enumerate() {
+            if self.copy_count[j] > 0.0 {
+                m.insert((*name).into(), self.copy_hit[j] / self.copy_count[j]);
+            }
+        }
+        if self.steps > 0.0 {
+            m.insert("window_plateau_loss".into(), self.plateau_sum / self.steps);
+            m.insert("window_loss".into(), self.loss_sum / self.steps);
+        }
+        *self = Self::default();
     }
 }
 
@@ -240,10 +368,11 @@ impl Task for RecursiveTask {
         self.model.params()
     }
 
-    fn train_loss(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
+    fn train_loss(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
         let vocab = self.data.vocab();
+        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
         let enc: Vec<Encoded> = (0..self.batch_size)
-            .map(|_| encode(&sample_problem(&self.data, rng), &vocab).expect("generated graphs fit their vocabulary"))
+            .map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary"))
             .collect();
         let refs: Vec<&Encoded> = enc.iter().collect();
         let dev = self.model.params().device().clone();
@@ -253,9 +382,17 @@ impl Task for RecursiveTask {
                 let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
                 let b = transition_batch(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
                 let logits = self.model.step(&b.input_tensor(&dev)?, &mut Hooks::none())?;
-                Self::due_accuracy(&logits[VALUE_FACTOR], &b, &mut m)?;
+                let (acc, plateau) = self.due.add(&logits[VALUE_FACTOR], &b, self.data.modulus as usize)?;
+                for (k, a) in acc.iter().enumerate() {
+                    if let Some(a) = a {
+                        m.insert(format!("due_acc_parents{k}"), *a);
+                    }
+                }
+                m.insert("plateau_loss".into(), plateau);
                 m.insert("corrupted".into(), f64::from(u8::from(corrupt)));
-                factor_loss(&logits, &b.targets, &b.weights, &dev)?
+                let loss = factor_loss(&logits, &b.targets, &b.weights, &dev)?;
+                self.due.loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                loss
             }
             Method::Continuous => {
                 let b = final_batch(&refs, &vocab);
@@ -282,11 +419,25 @@ impl Task for RecursiveTask {
         Ok((loss, m))
     }
 
-    fn evaluate(&mut self, _step: u64) -> Result<Metrics> {
+    fn evaluate(&mut self, step: u64) -> Result<Metrics> {
         let r = evaluate_set(&self.model, &self.variant, self.e2e_loops, &self.val, &self.eval, &self.data.vocab())?;
         let mut m = Metrics::new();
         m.insert("val_solved".into(), r.solved);
         m.insert("val_node_acc".into(), r.node_acc);
+        let window = self.due.steps;
+        self.due.drain(&mut m);
+        if self.verbose && window == 0.0 {
+            eprintln!("[{}] step {step}: val solved {:.3}, node acc {:.3}", self.variant.name, r.solved, r.node_acc);
+        } else if self.verbose {
+            let g = |k: &str| m.get(k).map_or("  –  ".to_string(), |v| format!("{v:.3}"));
+            eprintln!(
+                "[{}] step {step}: val solved {:.3}, node acc {:.3}; due-node value acc (last {window} steps) leaf {} copy {} (parent in previous equation {}, farther {}) 2-parent {} 3-parent {}; loss {} vs plateau {}",
+                self.variant.name, r.solved, r.node_acc,
+                g("window_due_acc_parents0"), g("window_due_acc_parents1"), g("window_copy_acc_prev_eq"), g("window_copy_acc_farther"),
+                g("window_due_acc_parents2"), g("window_due_acc_parents3"),
+                g("window_loss"), g("window_plateau_loss"),
+            );
+        }
         Ok(m)
     }
 }

@@ -37,14 +37,14 @@ impl Geometry {
 
 /// A raw pointer that tasks writing disjoint regions may share.
 #[derive(Clone, Copy)]
-struct SyncPtr(*mut f32);
+pub(super) struct SyncPtr(pub(super) *mut f32);
 // SAFETY: every task writes a disjoint set of (batch, head) columns.
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
 
 /// `dst (m×n) = [dst +] lhs (m×k) · rhs (k×n)` with element strides (row, col), single-threaded.
 #[allow(clippy::too_many_arguments)]
-unsafe fn mm(
+pub(super) unsafe fn mm(
     m: usize, n: usize, k: usize,
     dst: *mut f32, dst_rs: usize, dst_cs: usize, accumulate: bool,
     lhs: *const f32, lhs_rs: usize, lhs_cs: usize,
@@ -56,7 +56,7 @@ unsafe fn mm(
 
 /// `mm` with the product scaled by `scale`.
 #[allow(clippy::too_many_arguments)]
-unsafe fn mm_scaled(
+pub(super) unsafe fn mm_scaled(
     m: usize, n: usize, k: usize,
     dst: *mut f32, dst_rs: usize, dst_cs: usize, accumulate: bool,
     lhs: *const f32, lhs_rs: usize, lhs_cs: usize,
