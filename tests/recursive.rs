@@ -6,7 +6,7 @@ use candle_core::{Device, Result};
 use latentlab::data::compgraph::{encode, sample_problem, CompGraphConfig, Encoded};
 use latentlab::experiments::recursive::config::{CurriculumStage, Method, RecursiveStudy, Variant};
 use latentlab::experiments::recursive::run::task_for;
-use latentlab::experiments::recursive::task::{eval_steps, evaluate_set, final_batch, recovery_rate};
+use latentlab::experiments::recursive::task::{all_transitions_batch, eval_steps, evaluate_set, final_batch, recovery_rate};
 use latentlab::interp::{HookPoint, Hooks};
 use latentlab::models::{Halt, Recurrent, RecurrentConfig};
 use latentlab::train::{MetricsSink, RunOptions, Task};
@@ -200,4 +200,28 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     assert_eq!(json.as_array().unwrap().len(), 10);
     assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_all_transitions_loss_stacks_every_step_of_every_graph() -> Result<()> {
+    let (_, enc) = small_model()?;
+    let refs: Vec<&Encoded> = enc.iter().collect();
+    let vocab = CompGraphConfig { name_pool: 16, ..CompGraphConfig::default() }.vocab();
+    let d = enc.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap() as usize;
+    let b = all_transitions_batch(&refs, &vocab, &mut ChaCha8Rng::seed_from_u64(0), None);
+    assert_eq!(b.batch, enc.len() * (d + 1));
+    assert_eq!(b.step, (0..enc.len()).flat_map(|_| 0..=d).collect::<Vec<_>>());
+    // Row (graph 1, t = 2) is the teacher transition S_2 → S_3 of graph 1.
+    let row = d + 1 + 2;
+    let at = |v: &[u32], k: usize| v[(row * b.len + k) * 4..(row * b.len + k) * 4 + 4].to_vec();
+    for k in 0..enc[1].len() {
+        assert_eq!(at(&b.inputs, k), enc[1].state(2)[k].to_vec());
+        assert_eq!(at(&b.targets, k), enc[1].state(3)[k].to_vec());
+    }
+    let mut study = tiny_study();
+    study.all_transitions = true;
+    let mut task = task_for(&study, &study.variants[0]).expect("task");
+    let (loss, _) = task.train_loss(0, &mut ChaCha8Rng::seed_from_u64(5))?;
+    assert!(loss.to_scalar::<f32>()?.is_finite());
+    Ok(())
 }

@@ -117,6 +117,10 @@ pub struct RecursiveStudy {
     /// `train.steps`.
     #[serde(default)]
     pub curriculum: Vec<CurriculumStage>,
+    /// Discrete training on every transition t = 0..=D_batch of each graph (the official
+    /// stacked loss; B·(D + 1) sequences per step) instead of one sampled t (default false).
+    #[serde(default)]
+    pub all_transitions: bool,
 }
 
 fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
@@ -160,6 +164,7 @@ impl Default for RecursiveStudy {
             ],
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps.
             curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1) }],
+            all_transitions: false,
         }
     }
 }

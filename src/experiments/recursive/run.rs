@@ -100,6 +100,7 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         due: Default::default(),
         verbose: false,
         stages: study.schedule(),
+        all_transitions: study.all_transitions,
     })
 }
 

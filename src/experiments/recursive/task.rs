@@ -71,10 +71,24 @@ impl GraphBatch {
 pub fn transition_batch(enc: &[&Encoded], vocab: &Vocab, rng: &mut ChaCha8Rng, corrupt: Option<&CorruptionConfig>) -> GraphBatch {
     let d_batch = enc.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap_or(0).max(0) as usize;
     let steps: Vec<usize> = enc.iter().map(|_| rng.random_range(0..=d_batch)).collect();
+    transition_batch_at(enc, &steps, vocab, rng, corrupt)
+}
+
+/// Every transition t = 0..=D_batch of every graph (the official stacked loss, spec §4.2):
+/// B·(D_batch + 1) rows, graph-major.
+pub fn all_transitions_batch(enc: &[&Encoded], vocab: &Vocab, rng: &mut ChaCha8Rng, corrupt: Option<&CorruptionConfig>) -> GraphBatch {
+    let d_batch = enc.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap_or(0).max(0) as usize;
+    let rows: Vec<&Encoded> = enc.iter().flat_map(|&e| std::iter::repeat_n(e, d_batch + 1)).collect();
+    let steps: Vec<usize> = (0..rows.len()).map(|i| i % (d_batch + 1)).collect();
+    transition_batch_at(&rows, &steps, vocab, rng, corrupt)
+}
+
+/// Row i: input S_{steps[i]} of `enc[i]` (optionally corrupted), target S_{steps[i]+1}.
+pub fn transition_batch_at(enc: &[&Encoded], steps: &[usize], vocab: &Vocab, rng: &mut ChaCha8Rng, corrupt: Option<&CorruptionConfig>) -> GraphBatch {
     let n_values = vocab.sizes()[VALUE_FACTOR] as u32;
-    let mut inputs: Vec<Vec<Token>> = enc.iter().zip(&steps).map(|(e, &t)| e.state(t)).collect();
+    let mut inputs: Vec<Vec<Token>> = enc.iter().zip(steps).map(|(e, &t)| e.state(t)).collect();
     if let Some(c) = corrupt {
-        for ((e, &t), input) in enc.iter().zip(&steps).zip(inputs.iter_mut()) {
+        for ((e, &t), input) in enc.iter().zip(steps).zip(inputs.iter_mut()) {
             for (k, &d) in e.rhs_depth.iter().enumerate() {
                 let due = match c.strategy {
                     CorruptStrategy::Last => d >= 0 && d as usize == t,
@@ -281,6 +295,8 @@ pub struct RecursiveTask {
     pub due: DueStats,
     /// Print a diagnostics line at every evaluation.
     pub verbose: bool,
+    /// Train on every transition of every graph instead of one sampled transition.
+    pub all_transitions: bool,
     /// Curriculum: `(first step after the stage, graphs)`, in order.
     pub stages: Vec<(u64, CompGraphConfig)>,
 }
@@ -380,7 +396,7 @@ impl Task for RecursiveTask {
         let loss = match self.variant.method {
             Method::Discrete => {
                 let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
-                let b = transition_batch(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
+                let b = if self.all_transitions { all_transitions_batch } else { transition_batch }(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
                 let logits = self.model.step(&b.input_tensor(&dev)?, &mut Hooks::none())?;
                 let (acc, plateau) = self.due.add(&logits[VALUE_FACTOR], &b, self.data.modulus as usize)?;
                 for (k, a) in acc.iter().enumerate() {
