@@ -177,6 +177,12 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     study.train.steps = 20;
     study.train.eval_every = 10;
     study.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+    // A tiny interpretability model; p = 7 keeps the Z_p³ sweep at 343 inputs.
+    study.data.modulus = 7;
+    study.interp.d_model = 16;
+    study.interp.n_heads = 2;
+    study.interp.contexts = 1;
+    study.interp.family_size = 4;
     let dir = std::env::temp_dir().join(format!("latentlab-rec-{}", std::process::id()));
     study.out_dir = dir.display().to_string();
     let o = latentlab::experiments::recursive::reproduce(&study, true, true).expect("reproduction");
@@ -188,14 +194,19 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
         assert_eq!(s.solved_by_step.len(), eval_steps(s.max_depth, study.eval.extra_steps));
     }
     assert!(o.variant("feedforward").unwrap().sizes.iter().all(|s| s.recovery.is_none() && s.solved_by_step.len() == 1));
-    // Twenty steps solve nothing: the claims that need solved graphs fail, and the
-    // unmeasured analyses say so instead of passing.
+    // Twenty steps solve nothing: the claims that need solved graphs fail; the mechanism
+    // claims are measured on the interpretability model (controlled accuracy stays low).
     let ids: Vec<&str> = o.claims.iter().map(|c| c.id).collect();
     assert_eq!(ids, ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10"]);
     assert!(!o.claims[0].pass, "R1 cannot pass after 20 steps: {}", o.claims[0].measured);
     for c in &o.claims[6..] {
-        assert!(!c.pass && c.measured.starts_with("not measured"), "{}: {}", c.id, c.measured);
+        assert!(!c.measured.starts_with("not measured"), "{}: {}", c.id, c.measured);
     }
+    assert!(!o.claims[6].pass, "R7 cannot pass after 20 steps: {}", o.claims[6].measured);
+    let m = o.mechanism.as_ref().expect("mechanism analysis ran");
+    assert_eq!(m.layers.len(), 2);
+    assert_eq!(m.fourier.len(), 4);
+    assert_eq!(m.fourier[0].1.pair_shares.len(), 3);
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("claims.json")).unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 10);
     assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());

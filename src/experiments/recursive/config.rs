@@ -93,6 +93,35 @@ pub struct CurriculumStage {
     pub max_fan_in: Option<usize>,
 }
 
+/// The interpretability model of spec §8 / §11.2 (a 2-layer discrete model trained like
+/// the others, then analysed by `analysis::analyze`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterpConfig {
+    /// Train and analyse it (default true).
+    pub enabled: bool,
+    /// Width (default 128; spec §11.2).
+    pub d_model: usize,
+    /// Heads (default 8, d_head 16).
+    pub n_heads: usize,
+    /// Layers (default 2).
+    pub n_layers: usize,
+    /// Training steps (default `train.steps`; 0 = the same as the other variants).
+    pub steps: u64,
+    /// Context graphs of the controlled families (default 4).
+    pub contexts: usize,
+    /// Inputs per family and context (default 24).
+    pub family_size: usize,
+    /// Run the Z_p³ sweep of MLP-2 (default true).
+    pub fourier: bool,
+}
+
+impl Default for InterpConfig {
+    fn default() -> Self {
+        Self { enabled: true, d_model: 128, n_heads: 8, n_layers: 2, steps: 0, contexts: 4, family_size: 24, fourier: true }
+    }
+}
+
 /// `latentlab reproduce recursive` configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -121,6 +150,9 @@ pub struct RecursiveStudy {
     /// stacked loss; B·(D + 1) sequences per step) instead of one sampled t (default false).
     #[serde(default)]
     pub all_transitions: bool,
+    /// The mechanism-analysis model (claims R7–R10).
+    #[serde(default)]
+    pub interp: InterpConfig,
 }
 
 fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
@@ -165,6 +197,7 @@ impl Default for RecursiveStudy {
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps.
             curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1) }],
             all_transitions: false,
+            interp: InterpConfig::default(),
         }
     }
 }
@@ -186,6 +219,7 @@ impl RecursiveStudy {
         s.eval.n_val = 32;
         s.curriculum.clear();
         s.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+        s.interp = InterpConfig { d_model: 64, n_heads: 4, contexts: 2, family_size: 16, ..InterpConfig::default() };
         s
     }
 

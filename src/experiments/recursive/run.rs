@@ -8,6 +8,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::Serialize;
 
+use super::analysis::{analyze, AnalysisConfig, MechanismReport};
 use super::claims::{check_claims, Claim};
 use super::config::{RecursiveStudy, Variant};
 use super::task::{evaluate_set, graph_set, recovery_rate, RecursiveTask, SizeResult};
@@ -63,6 +64,8 @@ pub struct RecursiveOutcome {
     pub train_n: usize,
     pub notes: Vec<String>,
     pub variants: Vec<VariantResult>,
+    /// The mechanism analysis of the interpretability model (spec §8.2), when run.
+    pub mechanism: Option<MechanismReport>,
     pub claims: Vec<Claim>,
 }
 
@@ -105,6 +108,11 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
 }
 
 fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> Result<VariantResult, StudyError> {
+    Ok(train_variant(study, v, dir, quiet, true)?.0)
+}
+
+/// Train `v`; with `sweep`, also run the OOD sweep. Returns the trained model too.
+fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, sweep: bool) -> Result<(VariantResult, Recurrent), StudyError> {
     let mut task = task_for(study, v)?;
     task.verbose = !quiet;
     let vdir = dir.join(&v.name);
@@ -124,7 +132,7 @@ fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> 
     let summary = train_run(&mut task, &study.train, &opts, &mut sink)?;
     let vocab = study.data.vocab();
     let mut sizes = Vec::new();
-    for (n, set) in test_sets(study) {
+    for (n, set) in if sweep { test_sets(study) } else { Vec::new() } {
         let mut r = evaluate_set(&task.model, v, study.e2e_loops, &set, &study.eval, &vocab)?;
         r.n_nodes = n;
         if v.method == crate::experiments::recursive::config::Method::Discrete {
@@ -139,7 +147,7 @@ fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> 
         }
         sizes.push(r);
     }
-    Ok(VariantResult {
+    let result = VariantResult {
         variant: v.clone(),
         n_params: task.model.params().n_trainable(),
         train_seconds: summary.seconds,
@@ -147,7 +155,35 @@ fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> 
         final_loss: summary.final_loss,
         records: sink.records.clone(),
         sizes,
-    })
+    };
+    Ok((result, task.model))
+}
+
+/// Train the 2-layer interpretability model (`study.interp`) and analyse it (spec §8.2).
+fn run_interp(study: &RecursiveStudy, dir: &Path, quiet: bool) -> Result<Option<MechanismReport>, StudyError> {
+    let ic = &study.interp;
+    if !ic.enabled {
+        return Ok(None);
+    }
+    let mut s = study.clone();
+    s.model.d_model = ic.d_model;
+    s.model.n_heads = ic.n_heads;
+    if ic.steps > 0 {
+        s.train.steps = ic.steps;
+    }
+    let v = Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false };
+    let (_, model) = train_variant(&s, &v, dir, quiet, false)?;
+    let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
+    let report = analyze(&model, &study.data, &acfg)?;
+    if !quiet {
+        eprintln!(
+            "[interp] controlled accuracy {:.3}; MLP-1 relative {:.3}; slots with layer-1 heads {:?}",
+            report.controlled_acc,
+            report.mlp1_relative,
+            report.slots_with_heads()
+        );
+    }
+    Ok(Some(report))
 }
 
 /// Train every variant, run the OOD sweep, check the claims, write the results.
@@ -158,6 +194,7 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
     let cfg_path = dir.join("config.toml");
     write_atomic(&cfg_path, to_toml(study).as_bytes()).map_err(|e| io(&cfg_path, e))?;
     let variants = study.variants.iter().map(|v| run_variant(study, v, &dir, quiet)).collect::<Result<Vec<_>, _>>()?;
+    let mechanism = run_interp(study, &dir, quiet)?;
     let mut outcome = RecursiveOutcome {
         dir: dir.clone(),
         quick,
@@ -165,6 +202,7 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
         train_n: study.data.n_nodes,
         notes: vec![format!("positions: {} (spec §3); evaluation T = set max depth + {}", study.model.positions(), study.eval.extra_steps)],
         variants,
+        mechanism,
         claims: Vec::new(),
     };
     outcome.claims = check_claims(&outcome);
