@@ -24,24 +24,8 @@ use crate::surgery::SvdCache;
 use crate::train::{run as train_run, Metrics, MetricsSink, RunOptions};
 use crate::util::fsx::write_atomic;
 
-/// Errors of a study run.
-#[derive(Debug, thiserror::Error)]
-pub enum StudyError {
-    #[error(transparent)]
-    Train(#[from] crate::train::TrainError),
-    #[error(transparent)]
-    Candle(#[from] candle_core::Error),
-    #[error(transparent)]
-    Data(#[from] crate::data::DataError),
-    #[error(transparent)]
-    Report(#[from] crate::report::ReportError),
-    #[error("{path}: {msg}")]
-    Io { path: String, msg: String },
-}
-
-fn io(path: &Path, e: impl std::fmt::Display) -> StudyError {
-    StudyError::Io { path: path.display().to_string(), msg: e.to_string() }
-}
+pub use crate::experiments::error::StudyError;
+use crate::experiments::error::io;
 
 /// Everything measured for one variant.
 #[derive(Debug, Clone, Serialize)]
