@@ -252,18 +252,26 @@ impl Gpt {
         Ok(Self { embed, pos_embed, blocks, ln_final, unembed, params, cfg: cfg.clone() })
     }
 
-    /// Final residual stream `(batch, pos, d_model)` after `ln_final`.
-    pub fn residual(&self, ids: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+    /// Token plus position embeddings `(batch, pos, d_model)` (`hook_embed`, `hook_pos_embed`).
+    fn embedded(&self, ids: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
         let (_, t) = ids.dims2()?;
         if t > self.cfg.max_seq_len {
             candle_core::bail!("sequence of length {t} exceeds model.max_seq_len = {}", self.cfg.max_seq_len);
         }
-        let mut resid = hooks.apply(HookPoint::Embed, self.embed.forward(ids)?)?;
-        if let Some(pos) = &self.pos_embed {
-            let p = pos.first(t)?.unsqueeze(0)?;
-            let p = if hooks.is_empty() { p } else { hooks.apply(HookPoint::PosEmbed, p)? };
-            resid = resid.broadcast_add(&p)?;
+        let resid = hooks.apply(HookPoint::Embed, self.embed.forward(ids)?)?;
+        match &self.pos_embed {
+            Some(pos) => {
+                let p = pos.first(t)?.unsqueeze(0)?;
+                let p = if hooks.is_empty() { p } else { hooks.apply(HookPoint::PosEmbed, p)? };
+                resid.broadcast_add(&p)
+            }
+            None => Ok(resid),
         }
+    }
+
+    /// Final residual stream `(batch, pos, d_model)` after `ln_final`.
+    pub fn residual(&self, ids: &Tensor, hooks: &mut Hooks) -> Result<Tensor> {
+        let mut resid = self.embedded(ids, hooks)?;
         for block in &self.blocks {
             resid = block.forward(&resid, hooks)?;
         }
@@ -282,15 +290,8 @@ impl Gpt {
         let Some((last, body)) = self.blocks.split_last() else {
             candle_core::bail!("model has no blocks");
         };
-        let (_, t) = ids.dims2()?;
-        if t > self.cfg.max_seq_len {
-            candle_core::bail!("sequence of length {t} exceeds model.max_seq_len = {}", self.cfg.max_seq_len);
-        }
-        let mut resid = self.embed.forward(ids)?;
-        if let Some(pos) = &self.pos_embed {
-            resid = resid.broadcast_add(&pos.first(t)?.unsqueeze(0)?)?;
-        }
         let mut hooks = Hooks::none();
+        let mut resid = self.embedded(ids, &mut hooks)?;
         for block in body {
             resid = block.forward(&resid, &mut hooks)?;
         }

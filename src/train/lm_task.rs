@@ -39,10 +39,9 @@ pub fn lm_loss(model: &Gpt, b: &TokenBatch) -> Result<Tensor> {
     if !rows.is_empty() && rows.len() * 3 < b.weights.len() {
         let device = model.params().device();
         let ids = Tensor::from_slice(&b.inputs, (b.batch, b.seq_len), device)?;
-        let pick = |f: &dyn Fn(usize) -> u32| rows.iter().map(|&r| f(r as usize)).collect::<Vec<u32>>();
-        let targets = Tensor::from_slice(&pick(&|r| b.targets[r]), rows.len(), device)?;
+        let t: Vec<u32> = rows.iter().map(|&r| b.targets[r as usize]).collect();
         let w: Vec<f32> = rows.iter().map(|&r| b.weights[r as usize]).collect();
-        let weights = Tensor::from_slice(&w, rows.len(), device)?;
+        let (targets, weights) = (Tensor::from_vec(t, rows.len(), device)?, Tensor::from_vec(w, rows.len(), device)?);
         return ops::cross_entropy(&model.forward_rows(&ids, &rows)?, &targets, Some(&weights));
     }
     let (ids, targets, weights) = batch_tensors(b, model.params().device())?;
