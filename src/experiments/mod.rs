@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod laser;
+pub mod pool;
 pub mod recursive;
 pub mod truncation;
 pub mod vae_rules;

@@ -26,6 +26,7 @@ use crate::util::fsx::write_atomic;
 
 pub use crate::experiments::error::StudyError;
 use crate::experiments::error::io;
+use crate::experiments::pool::run_jobs;
 
 /// Everything measured for one variant.
 #[derive(Debug, Clone, Serialize)]
@@ -232,42 +233,11 @@ fn run_variants(study: &TruncationStudy, dir: &Path, quiet: bool) -> Result<Vec<
     };
     let mut order: Vec<usize> = (0..variants.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(cost(&variants[i])));
-    let queue = std::sync::Mutex::new(order.into_iter());
-    let results = std::sync::Mutex::new(Vec::new());
-    // candle's own elementwise ops read the thread count from the environment.
-    let saved = std::env::var("RAYON_NUM_THREADS").ok();
-    std::env::set_var("RAYON_NUM_THREADS", "1");
-    let outcome = std::thread::scope(|scope| -> Result<(), StudyError> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), StudyError> {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
-                    loop {
-                        let next = queue.lock().expect("queue lock").next();
-                        let Some(i) = next else { return Ok(()) };
-                        let v = &variants[i];
-                        let r = pool.install(|| run_variant(study, v, dir, true))?;
-                        if !quiet {
-                            eprintln!("[{}] done: {} steps in {:.0} s", v.name, v.steps, r.seconds);
-                        }
-                        results.lock().expect("results lock").push((i, r));
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("variant worker panicked")?;
+    run_jobs(order, workers, |i| run_variant(study, &variants[i], dir, true), |i, r| {
+        if !quiet {
+            eprintln!("[{}] done: {} steps in {:.0} s", variants[i].name, variants[i].steps, r.seconds);
         }
-        Ok(())
-    });
-    match saved {
-        Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
-        None => std::env::remove_var("RAYON_NUM_THREADS"),
-    }
-    outcome?;
-    let mut results = results.into_inner().expect("results lock");
-    results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, r)| r).collect())
+    })
 }
 
 fn run_toys(seed: u64) -> Toys {

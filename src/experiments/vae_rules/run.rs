@@ -22,6 +22,7 @@ use crate::util::fsx::write_atomic;
 
 pub use crate::experiments::error::StudyError;
 use crate::experiments::error::io;
+use crate::experiments::pool::run_jobs;
 
 /// Everything measured for one variant.
 #[derive(Debug, Clone, Serialize)]
@@ -154,41 +155,11 @@ fn run_variants(study: &VaeRulesStudy, data: &BTreeMap<Family, FamilyData>, dir:
     if workers <= 1 {
         return variants.iter().map(|v| one(v, quiet)).collect();
     }
-    let queue = std::sync::Mutex::new(0..variants.len());
-    let results = std::sync::Mutex::new(Vec::new());
-    let saved = std::env::var("RAYON_NUM_THREADS").ok();
-    std::env::set_var("RAYON_NUM_THREADS", "1");
-    let outcome = std::thread::scope(|scope| -> Result<(), StudyError> {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<(), StudyError> {
-                    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
-                    loop {
-                        let next = queue.lock().expect("queue lock").next();
-                        let Some(i) = next else { return Ok(()) };
-                        let v = &variants[i];
-                        let r = pool.install(|| one(v, true))?;
-                        if !quiet {
-                            eprintln!("[{}] done in {:.0} s ({:.1} ms/step)", v.name, r.seconds, r.ms_per_step);
-                        }
-                        results.lock().expect("results lock").push((i, r));
-                    }
-                })
-            })
-            .collect();
-        for h in handles {
-            h.join().expect("variant worker panicked")?;
+    run_jobs((0..variants.len()).collect(), workers, |i| one(&variants[i], true), |i, r| {
+        if !quiet {
+            eprintln!("[{}] done in {:.0} s ({:.1} ms/step)", variants[i].name, r.seconds, r.ms_per_step);
         }
-        Ok(())
-    });
-    match saved {
-        Some(v) => std::env::set_var("RAYON_NUM_THREADS", v),
-        None => std::env::remove_var("RAYON_NUM_THREADS"),
-    }
-    outcome?;
-    let mut results = results.into_inner().expect("results lock");
-    results.sort_by_key(|(i, _)| *i);
-    Ok(results.into_iter().map(|(_, r)| r).collect())
+    })
 }
 
 /// Generate (and write) the splits and vocabulary of every family the study uses.
