@@ -3,6 +3,7 @@
 //! modules (no private copies of the training loop or the models).
 
 pub mod checkpoint;
+pub mod claims;
 pub mod error;
 pub mod laser;
 pub mod pool;

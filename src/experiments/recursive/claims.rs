@@ -1,26 +1,12 @@
 //! The claims of spec §11.4, each checked against its band from the numbers this run
 //! measured; a claim whose measurement is not implemented yet says so and fails.
 
-use serde::Serialize;
 
 use super::analysis::MechanismReport;
 use super::run::{RecursiveOutcome, VariantResult};
 
-/// One checked claim.
-#[derive(Debug, Clone, Serialize)]
-pub struct Claim {
-    pub id: &'static str,
-    pub claim: &'static str,
-    /// The pass band, in words.
-    pub band: String,
-    /// What this run measured.
-    pub measured: String,
-    pub pass: bool,
-}
-
-fn claim(id: &'static str, claim: &'static str, band: impl Into<String>, measured: String, pass: bool) -> Claim {
-    Claim { id, claim, band: band.into(), measured, pass }
-}
+pub use crate::experiments::claims::Claim;
+use crate::experiments::claims::claim;
 
 fn missing(id: &'static str, text: &'static str, what: &str) -> Claim {
     claim(id, text, "—", format!("not measured ({what})"), false)

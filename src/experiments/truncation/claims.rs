@@ -1,26 +1,12 @@
 //! The claims of spec §9.1, each checked against its pass band from the
 //! numbers this run measured (nothing here is a stored result).
 
-use serde::Serialize;
 
 use super::config::TruncationStudy;
 use super::run::{StudyOutcome, VariantResult};
 
-/// One checked claim.
-#[derive(Debug, Clone, Serialize)]
-pub struct Claim {
-    pub id: &'static str,
-    pub claim: &'static str,
-    /// The pass band, in words.
-    pub band: String,
-    /// What this run measured.
-    pub measured: String,
-    pub pass: bool,
-}
-
-fn claim(id: &'static str, text: &'static str, band: impl Into<String>, measured: String, pass: bool) -> Claim {
-    Claim { id, claim: text, band: band.into(), measured, pass }
-}
+pub use crate::experiments::claims::Claim;
+use crate::experiments::claims::claim;
 
 fn row<'a>(v: &'a VariantResult, edit: &str) -> Option<&'a super::sweep::SweepRow> {
     v.row(edit)

@@ -1,27 +1,13 @@
 //! The claims of spec §10 (V0–V4, H), each checked against its pass band
 //! from the numbers this run measured; a claim the data contradicts is a FAIL.
 
-use serde::Serialize;
 
 use super::config::VaeRulesStudy;
 use super::run::{StudyOutcome, VariantResult};
 use crate::data::rules::Family;
 
-/// One checked claim.
-#[derive(Debug, Clone, Serialize)]
-pub struct Claim {
-    pub id: &'static str,
-    pub claim: &'static str,
-    /// The pass band, in words.
-    pub band: String,
-    /// What this run measured.
-    pub measured: String,
-    pub pass: bool,
-}
-
-fn claim(id: &'static str, text: &'static str, band: impl Into<String>, measured: String, pass: bool) -> Claim {
-    Claim { id, claim: text, band: band.into(), measured, pass }
-}
+pub use crate::experiments::claims::Claim;
+use crate::experiments::claims::claim;
 
 fn get<'a>(o: &'a StudyOutcome, f: Family, rest: &str) -> Option<&'a VariantResult> {
     o.variant(&format!("{}-{rest}", f.name()))
