@@ -82,6 +82,11 @@ fn results_do_not_depend_on_thread_count() {
     let two = train(d, "t2", 5, &[], Some(2));
     assert!(one.status.success() && two.status.success(), "{} {}", stderr(&one), stderr(&two));
     assert!(weights(d, "t1", 5) == weights(d, "t2", 5), "weights differ between 1 and 2 threads");
+    // Data-parallel batch slices: the slice count, not the thread count, fixes the result.
+    let one = train(d, "s1", 5, &["--set", "train.shards=2"], Some(1));
+    let two = train(d, "s2", 5, &["--set", "train.shards=2"], Some(2));
+    assert!(one.status.success() && two.status.success(), "{} {}", stderr(&one), stderr(&two));
+    assert!(weights(d, "s1", 5) == weights(d, "s2", 5), "sharded weights differ between 1 and 2 threads");
 }
 
 #[test]

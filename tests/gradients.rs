@@ -129,6 +129,33 @@ fn sparse_loss_rows_path_matches_full_logits() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn batch_slices_give_the_whole_batch_loss_and_gradients() -> Result<()> {
+    use latentlab::train::lm_task::lm_loss_grads;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for (name, cfg) in families() {
+        let model = Gpt::new(&cfg, 4, &Device::Cpu)?;
+        let mut b = induction::sample(5, 8, cfg.vocab_size, &mut rng);
+        // Uneven weights, and one slice-sized block with no scored position.
+        for (i, w) in b.weights.iter_mut().enumerate() {
+            *w = if i < 16 { 0.0 } else { 0.5 + (i % 3) as f32 };
+        }
+        let (whole, gw) = lm_loss_grads(&model, &b, 1)?;
+        for shards in [2, 3, 5] {
+            let (part, gp) = lm_loss_grads(&model, &b, shards)?;
+            assert!((whole - part).abs() <= 1e-5 * whole.abs().max(1.0), "{name}/{shards}: loss {part} vs {whole}");
+            for (pname, var) in model.params().trainable() {
+                let x = gp.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+                let y = gw.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+                let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+                let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+                assert!(err <= 1e-4 * scale, "{name}/{shards}: `{pname}` gradient differs by {err} (scale {scale})");
+            }
+        }
+    }
+    Ok(())
+}
+
 mod vae {
     use candle_core::{Device, Result, Tensor};
     use latentlab::experiments::vae_rules::task::{forward, Batch, Encoded};

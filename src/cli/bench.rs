@@ -51,8 +51,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for r in timed {
         println!("{} ({} params, {} threads): {:.1} ms/step, {:.0} tokens/s, {:.1} GFLOP/s ({:.2} GFLOP/step)",
             r.name, r.params, r.threads, r.ms_step, r.tokens_per_s, r.gflops, r.gflop_per_step);
-        println!("  phases: forward {:.1} ms, backward {:.1} ms, clip {:.2} ms, optimizer {:.2} ms",
-            r.ms_forward, r.ms_backward, r.ms_clip, r.ms_optimizer);
+        if r.shards > 1 {
+            println!("  phases: forward+backward {:.1} ms ({} batch slices in parallel), clip {:.2} ms, optimizer {:.2} ms",
+                r.ms_forward, r.shards, r.ms_clip, r.ms_optimizer);
+        } else {
+            println!("  phases: forward {:.1} ms, backward {:.1} ms, clip {:.2} ms, optimizer {:.2} ms",
+                r.ms_forward, r.ms_backward, r.ms_clip, r.ms_optimizer);
+        }
         println!("  matmul-only roofline (same GEMMs): {:.1} ms, {:.1} GFLOP/s; non-GEMM time {:.1} ms",
             r.ms_matmul_only, r.matmul_gflops, r.ms_step - r.ms_matmul_only);
         for (op, ms) in &r.ops {

@@ -43,6 +43,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         sampler: cfg.task.sampler(cfg.model.vocab_size),
         batch_size: cfg.train.batch_size,
         eval: cfg.task.eval_set(cfg.model.vocab_size, cfg.train.batch_size, cfg.seed),
+        shards: cfg.train.shards,
     };
     let keep = if args.resume { Some(latest_step(&dir)?) } else { None };
     let mut sink = MetricsSink::open(&dir.join("metrics.jsonl"), keep)?;

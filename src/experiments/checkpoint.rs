@@ -50,6 +50,7 @@ impl CheckpointTask {
                 sampler: cfg.task.sampler(cfg.model.vocab_size),
                 batch_size: cfg.train.batch_size,
                 eval: cfg.task.eval_set(cfg.model.vocab_size, cfg.train.batch_size, cfg.seed),
+                shards: cfg.train.shards,
             }))
         } else {
             let run: VariantRun = toml::from_str(&ck.manifest.config)

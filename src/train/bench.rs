@@ -9,7 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::{OptimizerKind, TrainConfig};
-use super::lm_task::lm_loss;
+use super::lm_task::{lm_loss, lm_loss_grads};
 use super::optim::Optimizer;
 use crate::data::noisy_recall::{NoisyRecallConfig, NoisyRecallSampler};
 use crate::data::{induction, TokenBatch};
@@ -37,7 +37,8 @@ pub enum BenchData {
 
 /// The standard configs (`latentlab bench --config NAME`).
 pub fn standard_configs() -> Vec<BenchConfig> {
-    let adamw = TrainConfig { optimizer: OptimizerKind::Adamw, clip_norm: 1.0, batch_size: 64, ..Default::default() };
+    // Two batch slices computed concurrently, one per core (`TrainConfig::shards`).
+    let adamw = TrainConfig { optimizer: OptimizerKind::Adamw, clip_norm: 1.0, batch_size: 64, shards: 2, ..Default::default() };
     let d128 = GptConfig::default();
     let d64 = GptConfig { d_model: 64, d_mlp: 256, ..GptConfig::default() };
     let trunc = GptConfig::truncation(64, 64, 65);
@@ -48,6 +49,8 @@ pub fn standard_configs() -> Vec<BenchConfig> {
         weight_decay: 1e-4,
         clip_norm: 0.0,
         batch_size: 64,
+        // As the truncation study trains: two batch slices, one per core.
+        shards: 2,
         ..Default::default()
     };
     vec![
@@ -64,6 +67,8 @@ pub struct BenchResult {
     pub threads: usize,
     pub steps: usize,
     pub ms_step: f64,
+    /// Batch slices computed concurrently (forward and backward timed together).
+    pub shards: usize,
     pub ms_forward: f64,
     pub ms_backward: f64,
     pub ms_clip: f64,
@@ -220,11 +225,18 @@ pub fn bench(cfg: &BenchConfig, warmup: usize, steps: usize) -> Result<BenchResu
     let (mut fw, mut bw, mut cl, mut op, mut total) = (vec![], vec![], vec![], vec![], vec![]);
     for i in 0..warmup + steps {
         let t0 = Instant::now();
-        let loss = lm_loss(&model, &batches[i % batches.len()])?;
-        loss.to_scalar::<f32>()?;
-        let t1 = Instant::now();
-        let grads = loss.backward()?;
+        let b = &batches[i % batches.len()];
+        // Sharded steps interleave forward and backward: the whole goes to `forward`.
+        let (grads, t1) = if cfg.train.shards > 1 {
+            (lm_loss_grads(&model, b, cfg.train.shards)?.1, None)
+        } else {
+            let loss = lm_loss(&model, b)?;
+            loss.to_scalar::<f32>()?;
+            let t1 = Instant::now();
+            (loss.backward()?, Some(t1))
+        };
         let t2 = Instant::now();
+        let t1 = t1.unwrap_or(t2);
         let norm = Optimizer::grad_norm(&vars, &grads, i as u64).map_err(candle_core::Error::wrap)?;
         let c = cfg.train.clip_norm;
         let scale = if c > 0.0 && norm > c { c / (norm + 1e-6) } else { 1.0 };
@@ -250,6 +262,7 @@ pub fn bench(cfg: &BenchConfig, warmup: usize, steps: usize) -> Result<BenchResu
         threads: candle_core::utils::get_num_threads(),
         steps,
         ms_step,
+        shards: cfg.train.shards,
         ms_forward: median(fw),
         ms_backward: median(bw),
         ms_clip: median(cl),

@@ -55,6 +55,16 @@ pub struct TrainConfig {
     pub eval_every: u64,
     /// Write a checkpoint every n steps; 0 = only at the end (default 0).
     pub checkpoint_every: u64,
+    /// Split each batch into this many slices whose forward and backward passes run
+    /// concurrently (data parallelism over cores); their gradients are summed in slice
+    /// order, so results depend on `shards` but not on the thread count. Used by tasks
+    /// that support it (`lm_loss_grads`); others ignore it (default 1).
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 impl Default for TrainConfig {
@@ -76,6 +86,7 @@ impl Default for TrainConfig {
             log_every: 10,
             eval_every: 100,
             checkpoint_every: 0,
+            shards: 1,
         }
     }
 }
@@ -102,6 +113,7 @@ impl Validate for TrainConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         check(self.steps > 0, "train.steps", "must be > 0")?;
         check(self.batch_size > 0, "train.batch_size", "must be > 0")?;
+        check(self.shards > 0 && self.shards <= self.batch_size, "train.shards", "must be in 1..=batch_size")?;
         check(self.lr > 0.0 && self.lr.is_finite(), "train.lr", "must be a finite number > 0")?;
         check((0.0..1.0).contains(&self.beta1), "train.beta1", "must be in [0, 1)")?;
         check((0.0..1.0).contains(&self.beta2), "train.beta2", "must be in [0, 1)")?;

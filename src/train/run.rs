@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -22,6 +23,18 @@ pub trait Task {
     fn params(&self) -> &Params;
     /// Loss on a fresh training batch drawn from `rng`, plus extra metrics.
     fn train_loss(&mut self, step: u64, rng: &mut ChaCha8Rng) -> candle_core::Result<(Tensor, Metrics)>;
+    /// Loss value and gradients on a fresh training batch. The default backpropagates
+    /// `train_loss`; tasks override it to compute the batch in slices on several cores
+    /// (`lm_task::lm_loss_grads`).
+    fn train_grads(&mut self, step: u64, rng: &mut ChaCha8Rng) -> candle_core::Result<(f64, GradStore, Metrics)> {
+        let (loss, metrics) = self.train_loss(step, rng)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            // Skip the backward pass; the loop reports the non-finite loss.
+            return Ok((value, GradStore::default(), metrics));
+        }
+        Ok((value, loss.backward()?, metrics))
+    }
     /// Evaluation and probes after `step` completed steps.
     fn evaluate(&mut self, step: u64) -> candle_core::Result<Metrics>;
     /// Whether to evaluate after `step` completed steps (default: every `eval_every`).
@@ -98,12 +111,10 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
     let end = opts.stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
     for step in start..end {
         let lr = cfg.lr_at(step);
-        let (loss, mut metrics) = task.train_loss(step, &mut rng)?;
-        let loss_value = loss.to_scalar::<f32>()? as f64;
+        let (loss_value, grads, mut metrics) = task.train_grads(step, &mut rng)?;
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss_value });
         }
-        let grads = loss.backward()?;
         let norm = Optimizer::grad_norm(&vars, &grads, step + 1)?;
         let scale = if cfg.clip_norm > 0.0 && norm > cfg.clip_norm { cfg.clip_norm / (norm + 1e-6) } else { 1.0 };
         opt.step(&vars, &grads, lr, scale, cfg)?;

@@ -121,6 +121,7 @@ pub fn bench_recursive_step(warmup: usize, steps: usize, rope: bool) -> Result<B
         threads: candle_core::utils::get_num_threads(),
         steps,
         ms_step,
+        shards: 1,
         ms_forward: median(fw),
         ms_backward: median(bw),
         ms_clip: median(cl),

@@ -103,6 +103,8 @@ impl Default for TruncationStudy {
                 log_every: 10,
                 eval_every: 100,
                 checkpoint_every: 0,
+                // Two batch slices computed concurrently, one per core (same math).
+                shards: 2,
                 ..TrainConfig::default()
             },
             eval: EvalConfig { n_clean: 256, n_noisy: 256, early_steps: 10, extra_steps: vec![20, 50] },

@@ -156,6 +156,7 @@ impl VariantRun {
             noisy: noisy_eval_set(&data, study.eval.n_noisy),
             early_steps: study.eval.early_steps,
             extra_steps: study.eval.extra_steps.clone(),
+            shards: study.train.shards,
         })
     }
 }

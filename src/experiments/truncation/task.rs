@@ -3,6 +3,7 @@
 //! spec §5 (FFN noise margin, previous-token and induction attention,
 //! P(τ) on noisy data, accuracy with FFN₂ dropped).
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
@@ -12,7 +13,7 @@ use crate::interp::probes::{ffn_token_logits, logit_margin, mass_on_keys, prev_t
 use crate::interp::{HookPoint, Hooks, Intervention};
 use crate::models::{Gpt, LanguageModel};
 use crate::nn::Params;
-use crate::train::lm_task::lm_loss;
+use crate::train::lm_task::{lm_loss, lm_loss_grads};
 use crate::train::{Metrics, Task, TrainConfig};
 
 /// Metrics at the scored positions of a batch, against the in-context answer ȳ.
@@ -147,6 +148,8 @@ pub struct NoisyRecallTask {
     pub early_steps: u64,
     /// Further probe steps.
     pub extra_steps: Vec<u64>,
+    /// Batch slices computed concurrently (`TrainConfig::shards`).
+    pub shards: usize,
 }
 
 impl NoisyRecallTask {
@@ -203,6 +206,11 @@ impl Task for NoisyRecallTask {
     fn train_loss(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
         let b = self.sampler.sample(self.batch_size, rng);
         Ok((lm_loss(&self.model, &token_batch(&b))?, Metrics::new()))
+    }
+    fn train_grads(&mut self, _step: u64, rng: &mut ChaCha8Rng) -> Result<(f64, GradStore, Metrics)> {
+        let b = self.sampler.sample(self.batch_size, rng);
+        let (loss, grads) = lm_loss_grads(&self.model, &token_batch(&b), self.shards)?;
+        Ok((loss, grads, Metrics::new()))
     }
     fn evaluate(&mut self, _step: u64) -> Result<Metrics> {
         self.probes()

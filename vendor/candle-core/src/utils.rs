@@ -58,6 +58,17 @@ thread_local! {
     static IN_BARRIER_POOL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Runs `f` with this thread's CPU elementwise ops executed inline, outside the shared
+/// barrier pool (latentlab patch). Callers that already run one computation per core
+/// (data-parallel batch slices) use it: otherwise every slice's elementwise op queues on
+/// the pool's call lock and its workers spin on the busy cores.
+pub fn with_inline_cpu_ops<R>(f: impl FnOnce() -> R) -> R {
+    let prev = IN_BARRIER_POOL.with(|c| c.replace(true));
+    let out = f();
+    IN_BARRIER_POOL.with(|c| c.set(prev));
+    out
+}
+
 unsafe fn call_trampoline<F: Fn(usize)>(data: *const (), tid: usize) {
     (*(data as *const F))(tid);
 }
