@@ -63,6 +63,32 @@ fn small_model() -> Result<(Recurrent, Vec<Encoded>)> {
 }
 
 #[test]
+fn the_per_graph_early_exit_matches_the_full_trajectory() -> Result<()> {
+    let (model, enc) = small_model()?;
+    let vocab = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab();
+    let refs: Vec<&Encoded> = enc.iter().collect();
+    let x = final_batch(&refs, &vocab).input_tensor(&Device::Cpu)?;
+    let cap = 6;
+    let states: Vec<Vec<u32>> = model
+        .iterate(&x, Halt::Fixed(cap), &mut Hooks::none())?
+        .iter()
+        .map(|s| s.flatten_all()?.to_vec1::<u32>())
+        .collect::<Result<_>>()?;
+    let (solved, steps) = model.solve(&x, cap, &mut Hooks::none())?;
+    let solved = solved.flatten_all()?.to_vec1::<u32>()?;
+    let input = x.flatten_all()?.to_vec1::<u32>()?;
+    let row = input.len() / enc.len();
+    for i in 0..enc.len() {
+        let at = |s: &[u32]| s[i * row..(i + 1) * row].to_vec();
+        let prev = |t: usize| if t == 0 { at(&input) } else { at(&states[t - 1]) };
+        let t_end = (0..cap).find(|&t| at(&states[t]) == prev(t)).unwrap_or(cap - 1);
+        assert_eq!(steps[i], t_end + 1, "graph {i}: steps");
+        assert_eq!(at(&solved), at(&states[t_end]), "graph {i}: final state");
+    }
+    Ok(())
+}
+
+#[test]
 fn loop_hooks_capture_each_step_and_the_bottleneck_feeds_back() -> Result<()> {
     let (model, enc) = small_model()?;
     let refs: Vec<&Encoded> = enc.iter().collect();
@@ -210,6 +236,33 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("claims.json")).unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 10);
     assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
+
+    // The variant's checkpoint reopens as a recursive run and evaluates a problems file.
+    use latentlab::experiments::recursive::checkpoint::RecursiveRun;
+    let root = o.dir.join("discrete-ec/checkpoints");
+    let ck = root.join(std::fs::read_to_string(root.join("latest")).unwrap().trim());
+    let (run, model, _) = RecursiveRun::open(&ck).expect("opens").expect("a recursive checkpoint");
+    assert_eq!(run.variant.name, "discrete-ec");
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let problems: Vec<_> = (0..5).map(|_| sample_problem(&study.data, &mut rng)).collect();
+    let file = dir.join("problems.jsonl");
+    latentlab::data::compgraph::write_jsonl(&file, &problems).unwrap();
+    let read = latentlab::data::compgraph::read_jsonl(&file, &study.data.vocab()).unwrap();
+    let (summary, rows) = run.evaluate_problems(&model, &read).expect("evaluates");
+    assert_eq!(rows.len(), 5);
+    assert_eq!(summary.n_graphs, 5);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["problem"], i + 1);
+        assert_eq!(r["n_nodes"], study.data.n_nodes);
+        let steps = r["fixed_point_steps"].as_u64().expect("early-exit steps") as usize;
+        assert!((1..=eval_steps(summary.max_depth, study.eval.extra_steps)).contains(&steps));
+        if r["solved"].as_bool().unwrap() {
+            assert!(r["wrong"].as_array().unwrap().is_empty());
+        }
+        if r["solved_fixed_point"].as_bool().unwrap() {
+            assert!(r["wrong_fixed_point"].as_array().unwrap().is_empty());
+        }
+    }
     std::fs::remove_dir_all(&dir).ok();
 }
 

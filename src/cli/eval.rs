@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use latentlab::experiments::checkpoint::CheckpointTask;
+use latentlab::experiments::recursive::checkpoint::RecursiveRun;
+use latentlab::models::Recurrent;
+use latentlab::train::Checkpoint;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,6 +23,11 @@ pub struct Args {
     /// line per checkpoint for a series (default `eval.jsonl` beside the checkpoints).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Recursive-study checkpoints: evaluate these problems (JSONL, one
+    /// `{"problem": "17 = x_5 <EQ_SEP> ..."}` per line) instead of the study's OOD sweep;
+    /// writes one result line per problem (default `<checkpoint>/problems-eval.jsonl`).
+    #[arg(long)]
+    problems: Option<PathBuf>,
 }
 
 /// `path` itself when it is a checkpoint, else its `step_*` subfolders in order.
@@ -52,6 +60,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut lines = String::new();
     let mut last_dir = PathBuf::new();
     for path in &paths {
+        if let Some((run, model, ck)) = RecursiveRun::open(path)? {
+            recursive(&args, &run, &model, &ck)?;
+            continue;
+        }
+        anyhow::ensure!(
+            args.problems.is_none(),
+            super::UsageError(format!("{}: --problems needs a recursive-study checkpoint (runs/recursive/<variant>/checkpoints/...)", path.display()))
+        );
         let (mut task, ck) = CheckpointTask::open(path)?;
         let (mut m, _) = task.evaluate(false)?;
         if args.probes {
@@ -77,10 +93,57 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         last_dir = ck.dir.clone();
     }
-    if series {
+    if series && !lines.is_empty() {
         let out = args.out.unwrap_or_else(|| last_dir.parent().unwrap_or(Path::new(".")).join("eval.jsonl"));
         latentlab::util::fsx::write_atomic(&out, lines.as_bytes())?;
         println!("wrote {} rows to {}", paths.len(), out.display());
     }
+    Ok(())
+}
+
+/// A recursive-study checkpoint: the problems of `--problems`, or the study's OOD sweep.
+fn recursive(args: &Args, run: &RecursiveRun, model: &Recurrent, ck: &Checkpoint) -> anyhow::Result<()> {
+    let name = format!("{} (step {})", run.variant.name, ck.manifest.step);
+    if let Some(file) = &args.problems {
+        let problems = latentlab::data::compgraph::read_jsonl(file, &run.study.data.vocab())?;
+        let (summary, rows) = run.evaluate_problems(model, &problems)?;
+        let mut text = String::new();
+        for r in &rows {
+            text += &r.to_string();
+            text.push('\n');
+        }
+        let out = args.out.clone().unwrap_or_else(|| ck.dir.join("problems-eval.jsonl"));
+        latentlab::util::fsx::write_atomic(&out, text.as_bytes())?;
+        let fixed = rows.iter().filter(|r| r["solved_fixed_point"].as_bool() == Some(true)).count();
+        println!(
+            "{name}: {} problems, fully solved {:.3} (T = max depth + {} = {}), node accuracy {:.3}{}",
+            problems.len(),
+            summary.solved,
+            run.study.eval.extra_steps,
+            summary.steps,
+            summary.node_acc,
+            if rows.first().is_some_and(|r| r.get("solved_fixed_point").is_some()) {
+                format!(", until fixed point {:.3} ({:.1} steps on average)", fixed as f64 / rows.len().max(1) as f64, summary.mean_fixed_point_steps)
+            } else {
+                String::new()
+            }
+        );
+        println!("wrote {}", out.display());
+        return Ok(());
+    }
+    let sizes = run.sweep(model)?;
+    for r in &sizes {
+        println!(
+            "{name}: N = {:>3}: solved {:.3}, until fixed point {:.3}, node accuracy {:.3}{}",
+            r.n_nodes,
+            r.solved,
+            r.solved_fixed_point,
+            r.node_acc,
+            r.recovery.map_or(String::new(), |x| format!(", one-step repair {x:.3}"))
+        );
+    }
+    let out = args.out.clone().unwrap_or_else(|| ck.dir.join("eval.json"));
+    latentlab::util::fsx::write_atomic(&out, serde_json::to_string_pretty(&sizes)?.as_bytes())?;
+    println!("wrote {}", out.display());
     Ok(())
 }

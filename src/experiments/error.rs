@@ -15,6 +15,9 @@ pub enum StudyError {
     Report(#[from] crate::report::ReportError),
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
+    /// Input that does not fit the run (the message names what and why).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// An I/O (or serialisation) failure at `path`.

@@ -219,6 +219,52 @@ impl Recurrent {
         Ok(states)
     }
 
+    /// Discrete recurrence with a per-sequence early exit: a sequence leaves the batch at
+    /// the first step whose output equals its input (a fixed point of the step), or after
+    /// `cap` steps; later steps run on the sequences still changing only. Returns the final
+    /// state `(batch, pos, n_factors)` and the steps each sequence ran (the fixed-point
+    /// check counts: a sequence already at its fixed point runs 1 step).
+    pub fn solve(&self, state: &Tensor, cap: usize, hooks: &mut Hooks) -> Result<(Tensor, Vec<usize>)> {
+        let b = state.dim(0)?;
+        if b == 0 {
+            return Ok((state.clone(), Vec::new()));
+        }
+        let mut done: Vec<Option<Tensor>> = vec![None; b];
+        let mut steps = vec![0usize; b];
+        let mut active: Vec<usize> = (0..b).collect();
+        let mut cur = state.clone();
+        for t in 0..cap.max(1) {
+            if active.is_empty() {
+                break;
+            }
+            hooks.set_step(Some(t));
+            let next = Self::discretize(&self.step(&cur, hooks)?)?.detach();
+            let changed: Vec<u32> = next.ne(&cur)?.to_dtype(DType::U32)?.flatten_from(1)?.sum(1)?.to_vec1()?;
+            let last = t + 1 >= cap;
+            let mut keep = Vec::with_capacity(active.len());
+            for (i, &row) in active.iter().enumerate() {
+                if changed[i] == 0 || last {
+                    done[row] = Some(next.get(i)?);
+                    steps[row] = t + 1;
+                } else {
+                    keep.push(i);
+                }
+            }
+            cur = if keep.len() == active.len() {
+                next
+            } else if keep.is_empty() {
+                next.narrow(0, 0, 0)?
+            } else {
+                let idx = Tensor::new(keep.iter().map(|&i| i as u32).collect::<Vec<_>>(), next.device())?;
+                next.index_select(&idx, 0)?
+            };
+            active = keep.iter().map(|&i| active[i]).collect();
+        }
+        hooks.set_step(None);
+        let rows = done.into_iter().map(|r| r.ok_or_else(|| candle_core::Error::Msg("solve: a sequence was left unfinished".into()))).collect::<Result<Vec<_>>>()?;
+        Ok((Tensor::stack(&rows, 0)?, steps))
+    }
+
     /// Continuous recurrence: embed once, then `h_t = encode(h_{t−1})` for `steps` steps,
     /// reading every step out (differentiable through all steps). Returns per-step logits.
     pub fn iterate_continuous(&self, state: &Tensor, steps: usize, hooks: &mut Hooks) -> Result<Vec<Vec<Tensor>>> {

@@ -5,6 +5,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod checkpoint;
 pub mod claims;
 pub mod config;
 pub mod run;

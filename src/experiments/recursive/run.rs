@@ -110,7 +110,7 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, s
         dir: Some(vdir.clone()),
         seed: study.seed,
         resume: false,
-        config_text: to_toml(study),
+        config_text: to_toml(&super::checkpoint::RecursiveRun { study: study.clone(), variant: v.clone() }),
         quiet,
         stop_after: None,
     };
