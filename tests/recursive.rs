@@ -236,6 +236,10 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("claims.json")).unwrap()).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 10);
     assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
+    let html = std::fs::read_to_string(o.dir.join("report.html")).expect("report.html written");
+    for part in ["Claims", "Fully solved against N", "accuracy against iterations", "RelVar", "DFT energy classes"] {
+        assert!(html.contains(part), "report.html lacks `{part}`");
+    }
 
     // The variant's checkpoint reopens as a recursive run and evaluates a problems file.
     use latentlab::experiments::recursive::checkpoint::RecursiveRun;
@@ -263,6 +267,25 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
             assert!(r["wrong_fixed_point"].as_array().unwrap().is_empty());
         }
     }
+    // The same through the command line: eval --problems and the mechanism analysis.
+    let bin = env!("CARGO_BIN_EXE_latentlab");
+    let out = std::process::Command::new(bin).args(["eval", ck.to_str().unwrap(), "--problems", file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines = std::fs::read_to_string(ck.join("problems-eval.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 5);
+    let out = std::process::Command::new(bin).args(["analyze", ck.to_str().unwrap(), "--contexts", "1", "--family-size", "4"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join("analysis/analysis.json")).unwrap()).unwrap();
+    assert_eq!(a["layers"].as_array().unwrap().len(), 2);
+    assert!(ck.join("analysis/analysis.html").exists());
+    let out = std::process::Command::new(bin).args(["analyze", ck.to_str().unwrap(), "--hook", "loop.1.blocks.0.attn.hook_pattern"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(ck.join("activations.safetensors").exists());
+    // A bad problems file is one clear error naming the file and line.
+    std::fs::write(dir.join("bad.jsonl"), "{\"problem\": \"3 = x_1 <EQ_SEP> x_9 = x_2\"}\n").unwrap();
+    let out = std::process::Command::new(bin).args(["eval", ck.to_str().unwrap(), "--problems", dir.join("bad.jsonl").to_str().unwrap()]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.jsonl:1") && err.contains("undefined"), "{err}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod claims;
 pub mod config;
+pub mod report;
 pub mod run;
 pub mod task;
 

@@ -203,5 +203,6 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
         let json = json.map_err(|e| io(&path, e))?;
         write_atomic(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
     }
+    super::report::write_report(&outcome)?;
     Ok(outcome)
 }
