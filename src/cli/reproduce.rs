@@ -30,6 +30,10 @@ pub struct Args {
     /// No progress output.
     #[arg(long, short)]
     quiet: bool,
+    /// `recursive`: continue each variant from the latest checkpoint in its run folder
+    /// (e.g. with a larger `train.steps`); metrics logged after that step are replaced.
+    #[arg(long)]
+    resume: bool,
 }
 
 const STUDIES: &[(&str, &str)] = &[
@@ -87,11 +91,12 @@ fn print_claims<'a>(claims: impl Iterator<Item = (&'a str, bool, &'a str, &'a st
 
 fn recursive_study(args: &Args) -> anyhow::Result<()> {
     let sets = sets_with_seed(args, "recursive");
-    let study: RecursiveStudy = if args.quick {
+    let mut study: RecursiveStudy = if args.quick {
         config::load_over(RecursiveStudy::quick(), args.config.as_deref(), &sets)?
     } else {
         config::load(args.config.as_deref(), &sets)?
     };
+    study.resume = args.resume;
     let o = recursive::reproduce(&study, args.quick, args.quiet)?;
     let sizes: Vec<String> = study.eval.sizes.iter().map(|n| format!("N={n}")).collect();
     println!("{:<12} {:>8} {:>8}  fully solved (node acc) at {}", "variant", "params", "ms/step", sizes.join(", "));
@@ -108,6 +113,7 @@ fn recursive_study(args: &Args) -> anyhow::Result<()> {
 }
 
 fn truncation_study(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.resume, super::UsageError("--resume is available for `reproduce recursive` only".into()));
     let sets = sets_with_seed(args, "truncation");
     let study: TruncationStudy = if args.quick {
         config::load_over(TruncationStudy::quick(), args.config.as_deref(), &sets)?
@@ -130,6 +136,7 @@ fn truncation_study(args: &Args) -> anyhow::Result<()> {
 }
 
 fn vae_rules_study(args: &Args) -> anyhow::Result<()> {
+    anyhow::ensure!(!args.resume, super::UsageError("--resume is available for `reproduce recursive` only".into()));
     let sets = sets_with_seed(args, "vae-rules");
     let study: VaeRulesStudy = if args.quick {
         config::load_over(VaeRulesStudy::quick(), args.config.as_deref(), &sets)?

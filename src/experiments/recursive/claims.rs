@@ -55,7 +55,25 @@ pub fn check_claims(o: &RecursiveOutcome) -> Vec<Claim> {
         _ => missing("R3", t, "needs the feedforward and a discrete variant"),
     });
 
-    out.push(missing("R4", "ladder ordering at 4×", "needs all four variants and the recurrent E2E baseline"));
+    let t = "ladder ordering at 4×";
+    let e2e = o.variant("recurrent-e2e");
+    let cont = o.variant("continuous");
+    out.push(match (solved(ff, ood), solved(e2e, ood), solved(cont, ood), solved(disc, ood), solved(ec, ood), solved(cont, n0)) {
+        (Some(f), Some(r), Some(c), Some(d), Some(e), Some(c0)) => {
+            // Ties within 0.02 count as ordered.
+            let le = |a: f64, b: f64| a <= b + 0.02;
+            let ordered = le(f, r) && r < c + 0.02 && le(c, d) && le(d, e);
+            let drift = c0 - c;
+            claim(
+                "R4",
+                t,
+                format!("at N = {ood}: feed-forward ≤ recurrent E2E < continuous ≤ discrete ≤ discrete + EC (ties ≤ 0.02); continuous drops ≥ 0.1 from N = {n0}"),
+                format!("{f:.3} / {r:.3} / {c:.3} / {d:.3} / {e:.3}; continuous {c0:.3} → {c:.3}"),
+                ordered && drift >= 0.1,
+            )
+        }
+        _ => missing("R4", t, &format!("needs feedforward, recurrent-e2e, continuous, discrete and discrete-ec results at N = {n0} and {ood}")),
+    });
 
     let t = "adaptive compute: accuracy saturates at T ≈ depth + 1";
     out.push(match ec.or(disc) {

@@ -153,6 +153,10 @@ pub struct RecursiveStudy {
     /// The mechanism-analysis model (claims R7–R10).
     #[serde(default)]
     pub interp: InterpConfig,
+    /// Continue each variant from the latest checkpoint in its folder (`--resume`; not a
+    /// config key).
+    #[serde(skip)]
+    pub resume: bool,
 }
 
 fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
@@ -193,11 +197,15 @@ impl Default for RecursiveStudy {
                 variant("discrete", Method::Discrete, 3, false),
                 variant("continuous", Method::Continuous, 3, false),
                 variant("feedforward", Method::FeedForward, 6, false),
+                // The fixed-loop end-to-end baseline of the ladder (claim R4): the 3-layer
+                // block applied `e2e_loops` times, trained on the final label only.
+                variant("recurrent-e2e", Method::RecurrentE2e, 3, false),
             ],
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps.
             curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1) }],
             all_transitions: false,
             interp: InterpConfig::default(),
+            resume: false,
         }
     }
 }

@@ -105,11 +105,12 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, s
     task.verbose = !quiet;
     let vdir = dir.join(&v.name);
     std::fs::create_dir_all(&vdir).map_err(|e| io(&vdir, e))?;
-    let mut sink = MetricsSink::open(&vdir.join("metrics.jsonl"), None)?;
+    let latest = if study.resume { crate::train::Checkpoint::latest(&vdir.join("checkpoints"))?.map(|c| c.manifest.step) } else { None };
+    let mut sink = MetricsSink::open(&vdir.join("metrics.jsonl"), latest)?;
     let opts = RunOptions {
         dir: Some(vdir.clone()),
         seed: study.seed,
-        resume: false,
+        resume: study.resume,
         config_text: to_toml(&super::checkpoint::RecursiveRun { study: study.clone(), variant: v.clone() }),
         quiet,
         stop_after: None,
