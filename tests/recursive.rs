@@ -54,6 +54,27 @@ fn every_trainable_tensor_gets_a_nonzero_gradient_under_each_method() -> Result<
     Ok(())
 }
 
+#[test]
+fn sliced_transition_batches_give_the_whole_batch_loss_and_gradients() -> Result<()> {
+    use latentlab::experiments::recursive::task::{sharded_transition_grads, transition_batch};
+    let (model, enc) = small_model()?;
+    let vocab = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab();
+    let refs: Vec<&Encoded> = enc.iter().collect();
+    let b = transition_batch(&refs, &vocab, &mut ChaCha8Rng::seed_from_u64(3), None);
+    let (whole, gw, lw) = sharded_transition_grads(&model, &b, 1)?;
+    let (part, gp, lp) = sharded_transition_grads(&model, &b, 2)?;
+    assert!((whole - part).abs() <= 1e-5 * whole.abs().max(1.0), "loss {part} vs {whole}");
+    assert_eq!(lw.dims(), lp.dims());
+    for (name, var) in model.params().trainable() {
+        let x = gp.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+        let y = gw.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-4 * scale, "`{name}` gradient differs by {err} (scale {scale})");
+    }
+    Ok(())
+}
+
 fn small_model() -> Result<(Recurrent, Vec<Encoded>)> {
     let data = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() };
     let cfg = RecurrentConfig { factor_sizes: data.vocab().sizes().to_vec(), d_model: 16, n_heads: 2, d_mlp: 32, n_layers: 2, max_seq_len: 128, ..RecurrentConfig::default() };

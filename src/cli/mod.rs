@@ -103,6 +103,11 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         if cause.is::<latentlab::surgery::SurgeryError>() {
             return 2;
         }
+        match cause.downcast_ref::<latentlab::experiments::error::StudyError>() {
+            Some(latentlab::experiments::error::StudyError::Train(t)) => return train_code(t),
+            Some(latentlab::experiments::error::StudyError::Invalid(_) | latentlab::experiments::error::StudyError::Data(_)) => return 2,
+            _ => {}
+        }
         if cause.is::<latentlab::config::ConfigError>()
             || cause.is::<latentlab::nn::params::ParamError>()
             || cause.is::<latentlab::interp::hooks::HookNameError>()

@@ -6,7 +6,8 @@ use candle_core::{Device, Result, Tensor};
 use rand_chacha::ChaCha8Rng;
 
 use super::metrics::Metrics;
-use super::run::Task;
+use super::run::{backprop, Task};
+use super::shards::{sharded_grads, slice_range};
 use crate::data::TokenBatch;
 use crate::interp::hooks::Hooks;
 use crate::models::gpt::Gpt;
@@ -65,76 +66,25 @@ fn batch_rows(b: &TokenBatch, start: usize, end: usize) -> TokenBatch {
     }
 }
 
-/// `n` single-threaded pools, made once and reused.
-fn shard_pools(n: usize) -> Result<Vec<std::sync::Arc<rayon::ThreadPool>>> {
-    static POOLS: std::sync::Mutex<Vec<std::sync::Arc<rayon::ThreadPool>>> = std::sync::Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().map_err(|_| candle_core::Error::Msg("shard pools lock poisoned".into()))?;
-    while pools.len() < n {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().map_err(candle_core::Error::wrap)?;
-        pools.push(std::sync::Arc::new(pool));
-    }
-    Ok(pools[..n].to_vec())
-}
-
 /// `lm_loss` of `b` and its gradients, with the batch split into `shards` contiguous
-/// slices whose forward and backward passes run concurrently (data parallelism: with
-/// small matrices one slice per core beats splitting every product over cores). Each
-/// slice's loss is its weighted mean times its share of the batch's total weight, so the
-/// summed loss and gradients are the whole batch's up to float rounding. The gradients of
-/// the parameters are summed in slice order: the result depends on `shards` but not on
-/// the number of threads.
+/// slices computed concurrently (`shards::sharded_grads`). Each slice's loss is its
+/// weighted mean times its share of the batch's total weight, so the summed loss and
+/// gradients are the whole batch's up to float rounding.
 pub fn lm_loss_grads(model: &Gpt, b: &TokenBatch, shards: usize) -> Result<(f64, GradStore)> {
-    let shards = shards.clamp(1, b.batch.max(1));
-    if shards == 1 {
-        let loss = lm_loss(model, b)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        return Ok((value, if value.is_finite() { loss.backward()? } else { GradStore::default() }));
+    let n = shards.clamp(1, b.batch.max(1));
+    if n == 1 {
+        return backprop(&lm_loss(model, b)?);
     }
     let total: f64 = b.weights.iter().map(|&w| w as f64).sum();
-    let parts: Vec<TokenBatch> =
-        (0..shards).map(|i| batch_rows(b, i * b.batch / shards, (i + 1) * b.batch / shards)).collect();
-    let one = |part: &TokenBatch| -> Result<(f64, GradStore)> {
-            let w: f64 = part.weights.iter().map(|&w| w as f64).sum();
-            if w == 0.0 || total == 0.0 {
-                return Ok((0.0, GradStore::default()));
-            }
-            let loss = (lm_loss(model, part)? * (w / total))?;
-            let value = loss.to_scalar::<f32>()? as f64;
-            Ok((value, if value.is_finite() { loss.backward()? } else { GradStore::default() }))
-    };
-    // One slice per thread, each on its own single-threaded pool, so the kernels inside a
-    // slice do not split their work again; with one thread the slices run in turn.
-    let results: Vec<Result<(f64, GradStore)>> = if rayon::current_num_threads() > 1 {
-        let pools = shard_pools(shards)?;
-        // Plain scoped threads wait on the pools without spinning (a rayon worker would
-        // busy-wait for work to steal and take a core from the slices).
-        std::thread::scope(|scope| {
-            let handles: Vec<_> =
-                parts.iter().zip(&pools).map(|(part, pool)| scope.spawn(|| pool.install(|| candle_core::utils::with_inline_cpu_ops(|| one(part))))).collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err(candle_core::Error::Msg("a batch slice panicked".into()))))
-                .collect()
-        })
-    } else {
-        parts.iter().map(one).collect()
-    };
-    let mut value = 0.0;
-    let mut grads = GradStore::default();
-    for r in results {
-        let (v, g) = r?;
-        value += v;
-        for (_, var) in model.params().trainable() {
-            let t = var.as_tensor();
-            if let Some(new) = g.get(t) {
-                let sum = match grads.get(t) {
-                    Some(old) => (old + new)?,
-                    None => new.clone(),
-                };
-                grads.insert(t, sum);
-            }
+    let (value, grads, _) = sharded_grads(model.params(), n, |i| {
+        let r = slice_range(b.batch, n, i);
+        let part = batch_rows(b, r.start, r.end);
+        let w: f64 = part.weights.iter().map(|&w| w as f64).sum();
+        if w == 0.0 || total == 0.0 {
+            return Ok((None, ()));
         }
-    }
+        Ok((Some((lm_loss(model, &part)? * (w / total))?), ()))
+    })?;
     Ok((value, grads))
 }
 

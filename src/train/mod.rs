@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod optim;
 pub mod run;
 pub mod run_config;
+pub mod shards;
 
 pub use checkpoint::Checkpoint;
 pub use config::{OptimizerKind, ScheduleKind, TrainConfig};

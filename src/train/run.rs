@@ -28,12 +28,8 @@ pub trait Task {
     /// (`lm_task::lm_loss_grads`).
     fn train_grads(&mut self, step: u64, rng: &mut ChaCha8Rng) -> candle_core::Result<(f64, GradStore, Metrics)> {
         let (loss, metrics) = self.train_loss(step, rng)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        if !value.is_finite() {
-            // Skip the backward pass; the loop reports the non-finite loss.
-            return Ok((value, GradStore::default(), metrics));
-        }
-        Ok((value, loss.backward()?, metrics))
+        let (value, grads) = backprop(&loss)?;
+        Ok((value, grads, metrics))
     }
     /// Evaluation and probes after `step` completed steps.
     fn evaluate(&mut self, step: u64) -> candle_core::Result<Metrics>;
@@ -41,6 +37,13 @@ pub trait Task {
     fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
         cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every)
     }
+}
+
+/// The value of a scalar loss and its gradients (no backward pass for a non-finite loss:
+/// the loop reports it).
+pub fn backprop(loss: &Tensor) -> candle_core::Result<(f64, GradStore)> {
+    let value = loss.to_scalar::<f32>()? as f64;
+    Ok((value, if value.is_finite() { loss.backward()? } else { GradStore::default() }))
 }
 
 /// Where and how to run.

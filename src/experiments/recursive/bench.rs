@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::config::RecursiveStudy;
-use super::task::{factor_loss, transition_batch, GraphBatch};
+use super::task::{factor_loss, sharded_transition_grads, transition_batch, GraphBatch};
 use crate::data::compgraph::{encode, sample_problem, Encoded};
 use crate::interp::hooks::Hooks;
 use crate::models::{Recurrent, RecurrentConfig};
@@ -86,12 +86,19 @@ pub fn bench_recursive_step(warmup: usize, steps: usize, rope: bool) -> Result<B
         let b = batch_of(i, &mut rng);
         let x = b.input_tensor(&dev)?;
         let t1 = Instant::now();
-        let logits = model.step(&x, &mut Hooks::none())?;
-        let loss = factor_loss(&logits, &b.targets, &b.weights, &dev)?;
-        loss.to_scalar::<f32>()?;
-        let t2 = Instant::now();
-        let grads = loss.backward()?;
+        // Sliced steps (the study's default) interleave forward and backward: the whole
+        // goes to `forward`.
+        let (grads, t2) = if study.train.shards > 1 {
+            (sharded_transition_grads(&model, &b, study.train.shards)?.1, None)
+        } else {
+            let logits = model.step(&x, &mut Hooks::none())?;
+            let loss = factor_loss(&logits, &b.targets, &b.weights, &dev)?;
+            loss.to_scalar::<f32>()?;
+            let t2 = Instant::now();
+            (loss.backward()?, Some(t2))
+        };
         let t3 = Instant::now();
+        let t2 = t2.unwrap_or(t3);
         let norm = Optimizer::grad_norm(&vars, &grads, i as u64).map_err(candle_core::Error::wrap)?;
         let c = study.train.clip_norm;
         let scale = if c > 0.0 && norm > c { c / (norm + 1e-6) } else { 1.0 };
@@ -121,7 +128,7 @@ pub fn bench_recursive_step(warmup: usize, steps: usize, rope: bool) -> Result<B
         threads: candle_core::utils::get_num_threads(),
         steps,
         ms_step,
-        shards: 1,
+        shards: study.train.shards,
         ms_forward: median(fw),
         ms_backward: median(bw),
         ms_clip: median(cl),

@@ -187,6 +187,8 @@ impl Default for RecursiveStudy {
                 log_every: 20,
                 eval_every: 500,
                 checkpoint_every: 0,
+                // Two slices of each batch trained concurrently, one per core.
+                shards: 2,
                 ..TrainConfig::default()
             },
             e2e_loops: 2,

@@ -92,6 +92,7 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         verbose: false,
         stages: study.schedule(),
         all_transitions: study.all_transitions,
+        shards: study.train.shards,
     })
 }
 

@@ -3,6 +3,7 @@
 //! error correction, continuous BPTT and end-to-end losses; evaluation by iterating the model
 //! and scoring fully-solved graphs and per-node values after every step.
 
+use candle_core::backprop::GradStore;
 use candle_core::{Device, Result, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -13,6 +14,8 @@ use crate::data::compgraph::{encode, sample_problem, CompGraphConfig, Encoded, T
 use crate::interp::hooks::Hooks;
 use crate::models::{Halt, Recurrent};
 use crate::nn::{ops, Params};
+use crate::train::run::backprop;
+use crate::train::shards::{sharded_grads, slice_range};
 use crate::train::{Metrics, Task};
 
 /// Padded sequences with per-position targets; factor-major rows `(batch, len, 4)`.
@@ -58,6 +61,21 @@ impl GraphBatch {
             b.step.push(t);
         }
         b
+    }
+
+    /// Rows `r` of the batch (same padded length).
+    pub fn rows(&self, r: std::ops::Range<usize>) -> GraphBatch {
+        let (a, z) = (r.start * self.len, r.end * self.len);
+        GraphBatch {
+            batch: r.len(),
+            len: self.len,
+            inputs: self.inputs[a * 4..z * 4].to_vec(),
+            targets: self.targets[a * 4..z * 4].to_vec(),
+            weights: self.weights[a..z].to_vec(),
+            rhs_depth: self.rhs_depth[a..z].to_vec(),
+            n_parents: self.n_parents[a..z].to_vec(),
+            step: self.step[r].to_vec(),
+        }
     }
 
     /// `(batch, len, 4)` u32 input state.
@@ -125,6 +143,24 @@ pub fn factor_loss(logits: &[Tensor], targets: &[u32], weights: &[f32], device: 
         });
     }
     total.ok_or_else(|| candle_core::Error::Msg("no factors".into()))
+}
+
+/// Loss and gradients of one discrete transition batch with its rows split into `shards`
+/// slices trained concurrently (`train::shards`); each slice's loss is weighted by its share
+/// of the real positions, so the sum is the whole batch's loss. Also returns the VALUE
+/// logits of all rows (detached), for the due-node statistics.
+pub fn sharded_transition_grads(model: &Recurrent, b: &GraphBatch, shards: usize) -> Result<(f64, GradStore, Tensor)> {
+    let dev = model.params().device().clone();
+    let n = shards.clamp(1, b.batch.max(1));
+    let total: f64 = b.weights.iter().map(|&w| f64::from(w)).sum();
+    let (value, grads, parts) = sharded_grads(model.params(), n, |i| {
+        let part = b.rows(slice_range(b.batch, n, i));
+        let w: f64 = part.weights.iter().map(|&w| f64::from(w)).sum();
+        let logits = model.step(&part.input_tensor(&dev)?, &mut Hooks::none())?;
+        let loss = if w > 0.0 { Some((factor_loss(&logits, &part.targets, &part.weights, &dev)? * (w / total))?) } else { None };
+        Ok((loss, logits[VALUE_FACTOR].detach()))
+    })?;
+    Ok((value, grads, Tensor::cat(&parts, 0)?))
 }
 
 /// Host-side states after each step of `variant` from input `x: (batch, len, 4)`.
@@ -295,6 +331,8 @@ pub struct RecursiveTask {
     pub due: DueStats,
     /// Print a diagnostics line at every evaluation.
     pub verbose: bool,
+    /// Batch slices computed concurrently in discrete training (`TrainConfig::shards`).
+    pub shards: usize,
     /// Train on every transition of every graph instead of one sampled transition.
     pub all_transitions: bool,
     /// Curriculum: `(first step after the stage, graphs)`, in order.
@@ -379,9 +417,48 @@ impl DueStats {
     }
 }
 
+impl RecursiveTask {
+    /// Record the due-node statistics of a discrete transition batch `b` (VALUE logits of
+    /// all its rows) and return the step's metrics.
+    fn due_metrics(&mut self, value_logits: &Tensor, b: &GraphBatch, corrupt: bool, loss: f64) -> Result<Metrics> {
+        let mut m = Metrics::new();
+        let (acc, plateau) = self.due.add(value_logits, b, self.data.modulus as usize)?;
+        for (k, a) in acc.iter().enumerate() {
+            if let Some(a) = a {
+                m.insert(format!("due_acc_parents{k}"), *a);
+            }
+        }
+        m.insert("plateau_loss".into(), plateau);
+        m.insert("corrupted".into(), f64::from(u8::from(corrupt)));
+        self.due.loss_sum += loss;
+        Ok(m)
+    }
+}
+
 impl Task for RecursiveTask {
     fn params(&self) -> &Params {
         self.model.params()
+    }
+
+    fn train_grads(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<(f64, GradStore, Metrics)> {
+        if self.shards <= 1 || self.variant.method != Method::Discrete {
+            let (loss, m) = self.train_loss(step, rng)?;
+            let (value, grads) = backprop(&loss)?;
+            return Ok((value, grads, m));
+        }
+        // The discrete transition batch, drawn exactly as `train_loss` draws it, in slices
+        // computed concurrently; each slice's loss is weighted by its share of the positions.
+        let vocab = self.data.vocab();
+        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
+        let enc: Vec<Encoded> = (0..self.batch_size)
+            .map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary"))
+            .collect();
+        let refs: Vec<&Encoded> = enc.iter().collect();
+        let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
+        let b = if self.all_transitions { all_transitions_batch } else { transition_batch }(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
+        let (value, grads, value_logits) = sharded_transition_grads(&self.model, &b, self.shards)?;
+        let m = self.due_metrics(&value_logits, &b, corrupt, value)?;
+        Ok((value, grads, m))
     }
 
     fn train_loss(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
@@ -398,16 +475,8 @@ impl Task for RecursiveTask {
                 let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
                 let b = if self.all_transitions { all_transitions_batch } else { transition_batch }(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
                 let logits = self.model.step(&b.input_tensor(&dev)?, &mut Hooks::none())?;
-                let (acc, plateau) = self.due.add(&logits[VALUE_FACTOR], &b, self.data.modulus as usize)?;
-                for (k, a) in acc.iter().enumerate() {
-                    if let Some(a) = a {
-                        m.insert(format!("due_acc_parents{k}"), *a);
-                    }
-                }
-                m.insert("plateau_loss".into(), plateau);
-                m.insert("corrupted".into(), f64::from(u8::from(corrupt)));
                 let loss = factor_loss(&logits, &b.targets, &b.weights, &dev)?;
-                self.due.loss_sum += f64::from(loss.to_scalar::<f32>()?);
+                m = self.due_metrics(&logits[VALUE_FACTOR], &b, corrupt, f64::from(loss.to_scalar::<f32>()?))?;
                 loss
             }
             Method::Continuous => {
