@@ -92,7 +92,7 @@ fn mechanism(args: &Args, run: &RecursiveRun, model: &Recurrent, ck_dir: &std::p
         println!("DFT {site}: constant {:.3}, diagonal {:.3}, other {:.3}, diagonal of non-constant {:.3}", f.constant, f.diagonal, f.other, f.diagonal_of_nonconstant);
     }
     latentlab::util::fsx::write_atomic(&dir.join("analysis.json"), serde_json::to_string_pretty(&m)?.as_bytes())?;
-    let mut report = latentlab::report::Report::new(&format!("Mechanism analysis: {} ({})", run.variant.name, ck_dir.display()));
+    let mut report = latentlab::report::Report::new(format!("Mechanism analysis: {} ({})", run.variant.name, ck_dir.display()));
     mechanism_section(&mut report, &m)?;
     report.write(&dir, "analysis")?;
     println!("wrote {}", dir.display());
