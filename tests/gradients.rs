@@ -1,6 +1,8 @@
 //! Every trainable tensor of every model family receives a finite, non-zero
 //! gradient, and whole-model gradients agree with finite differences.
 
+mod common;
+
 use candle_core::{Device, Result, Tensor};
 use latentlab::data::induction;
 use latentlab::models::{Gpt, GptConfig, LanguageModel};
@@ -118,13 +120,7 @@ fn sparse_loss_rows_path_matches_full_logits() -> Result<()> {
         let (a, c) = (fast.to_scalar::<f32>()?, full.to_scalar::<f32>()?);
         assert!((a - c).abs() <= 1e-5 * c.abs().max(1.0), "{name}: loss {a} vs {c}");
         let (ga, gc) = (fast.backward()?, full.backward()?);
-        for (pname, var) in model.params().trainable() {
-            let x = ga.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
-            let y = gc.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
-            let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-            let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-            assert!(err <= 1e-4 * scale, "{name}: `{pname}` gradient differs by {err} (scale {scale})");
-        }
+        common::assert_same_grads(model.params(), &ga, &gc, name);
     }
     Ok(())
 }
@@ -144,13 +140,7 @@ fn batch_slices_give_the_whole_batch_loss_and_gradients() -> Result<()> {
         for shards in [2, 3, 5] {
             let (part, gp) = lm_loss_grads(&model, &b, shards)?;
             assert!((whole - part).abs() <= 1e-5 * whole.abs().max(1.0), "{name}/{shards}: loss {part} vs {whole}");
-            for (pname, var) in model.params().trainable() {
-                let x = gp.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
-                let y = gw.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
-                let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-                let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-                assert!(err <= 1e-4 * scale, "{name}/{shards}: `{pname}` gradient differs by {err} (scale {scale})");
-            }
+            common::assert_same_grads(model.params(), &gp, &gw, &format!("{name}/{shards}"));
         }
     }
     Ok(())

@@ -2,6 +2,8 @@
 //! training method, `loop.{t}.` hooks capture per step, the discrete bottleneck re-embeds
 //! its own output, and a short run lowers the loss.
 
+mod common;
+
 use candle_core::{Device, Result};
 use latentlab::data::compgraph::{encode, sample_problem, CompGraphConfig, Encoded};
 use latentlab::experiments::recursive::config::{CurriculumStage, Method, RecursiveStudy, Variant};
@@ -65,13 +67,7 @@ fn sliced_transition_batches_give_the_whole_batch_loss_and_gradients() -> Result
     let (part, gp, lp) = sharded_transition_grads(&model, &b, 2)?;
     assert!((whole - part).abs() <= 1e-5 * whole.abs().max(1.0), "loss {part} vs {whole}");
     assert_eq!(lw.dims(), lp.dims());
-    for (name, var) in model.params().trainable() {
-        let x = gp.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
-        let y = gw.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
-        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
-        assert!(err <= 1e-4 * scale, "`{name}` gradient differs by {err} (scale {scale})");
-    }
+    common::assert_same_grads(model.params(), &gp, &gw, "2 slices");
     Ok(())
 }
 

@@ -2,6 +2,8 @@
 
 use serde::Serialize;
 
+use crate::report::{Cell, Report};
+
 /// One checked claim: the claim, its pass band and what the run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Claim {
@@ -17,4 +19,13 @@ pub struct Claim {
 /// A claim row.
 pub fn claim(id: &'static str, text: &'static str, band: impl Into<String>, measured: String, pass: bool) -> Claim {
     Claim { id, claim: text, band: band.into(), measured, pass }
+}
+
+/// Append the claims table of a study report: id, claim, band, measured, PASS/FAIL.
+pub fn claims_table(r: &mut Report, claims: &[Claim]) {
+    let rows: Vec<Vec<Cell>> = claims
+        .iter()
+        .map(|c| vec![Cell::from(c.id), Cell::from(c.claim), Cell::from(c.band.as_str()), Cell::from(c.measured.as_str()), Cell::verdict(c.pass)])
+        .collect();
+    r.table(&["id", "claim", "band", "measured", "result"], rows);
 }

@@ -316,3 +316,15 @@ pub fn qwen_reference(s: &QwenSpec, w: &Weights, ids: &[u32]) -> Tensor {
     let head = if s.tied { "model.embed_tokens" } else { "lm_head" };
     lin(&x, w, head, false)
 }
+
+/// Assert that `a` and `b` hold the same gradient for every trainable tensor of `params`,
+/// each within `1e-4 ×` the largest |entry| of `b`'s gradient.
+pub fn assert_same_grads(params: &latentlab::nn::Params, a: &candle_core::backprop::GradStore, b: &candle_core::backprop::GradStore, what: &str) {
+    for (name, var) in params.trainable() {
+        let x = a.get(var.as_tensor()).expect("gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let y = b.get(var.as_tensor()).expect("gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = y.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let err = x.iter().zip(&y).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(err <= 1e-4 * scale, "{what}: `{name}` gradient differs by {err} (scale {scale})");
+    }
+}

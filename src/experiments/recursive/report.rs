@@ -6,7 +6,7 @@
 
 use super::analysis::{MechanismReport, FAMILIES};
 use super::run::{RecursiveOutcome, StudyError};
-use crate::report::{bar_chart, heatmap, line_chart, BarGroup, Cell, ChartSpec, Report, Series};
+use crate::report::{bar_chart, heatmap, line_chart, BarGroup, ChartSpec, Report, Series};
 
 fn f3(x: f64) -> String {
     if x.is_finite() { format!("{x:.3}") } else { "—".into() }
@@ -63,12 +63,7 @@ pub fn write_report(o: &RecursiveOutcome) -> Result<(), StudyError> {
         o.notes.join(" ")
     ));
     r.heading("Claims");
-    let rows: Vec<Vec<Cell>> = o
-        .claims
-        .iter()
-        .map(|c| vec![Cell::from(c.id), Cell::from(c.claim), Cell::from(c.band.as_str()), Cell::from(c.measured.as_str()), Cell::verdict(c.pass)])
-        .collect();
-    r.table(&["id", "claim", "band", "measured", "result"], rows);
+    crate::experiments::claims::claims_table(&mut r, &o.claims);
 
     r.heading("Runs");
     let mut table = Vec::new();

@@ -3,7 +3,7 @@
 
 use super::config::TruncationStudy;
 use super::run::{StudyError, StudyOutcome, VariantResult};
-use crate::report::{heatmap, line_chart, spectrum_chart, Cell, ChartSpec, Report, Series};
+use crate::report::{heatmap, line_chart, spectrum_chart, ChartSpec, Report, Series};
 
 fn rho_curves(v: &VariantResult, metric: fn(&super::task::RecallMetrics) -> f64) -> Vec<Series> {
     let full = v.row("none").map(|r| metric(&r.clean));
@@ -48,12 +48,7 @@ pub fn write_report(o: &StudyOutcome, study: &TruncationStudy) -> Result<(), Stu
         if o.quick { " (--quick)" } else { "" }
     ));
     r.heading("Claims");
-    let rows: Vec<Vec<Cell>> = o
-        .claims
-        .iter()
-        .map(|c| vec![Cell::from(c.id), Cell::from(c.claim), Cell::from(c.band.as_str()), Cell::from(c.measured.as_str()), Cell::verdict(c.pass)])
-        .collect();
-    r.table(&["id", "claim", "band", "measured", "result"], rows);
+    crate::experiments::claims::claims_table(&mut r, &o.claims);
 
     for v in &o.variants {
         r.heading(format!("Variant `{}`: α = {}, {} steps, FFN layers {:?} ({:.0} s)", v.variant.name, v.variant.alpha, v.variant.steps, v.variant.ffn_layers, v.seconds));

@@ -5,7 +5,7 @@
 use super::config::VaeRulesStudy;
 use super::run::{StudyError, StudyOutcome, VariantResult};
 use crate::models::Injection;
-use crate::report::{bar_chart, line_chart, scatter_chart, BarGroup, Cell, ChartSpec, Report, Series};
+use crate::report::{bar_chart, line_chart, scatter_chart, BarGroup, ChartSpec, Report, Series};
 
 fn f3(x: f64) -> String {
     if x.is_finite() { format!("{x:.3}") } else { "—".into() }
@@ -36,12 +36,7 @@ pub fn write_report(o: &StudyOutcome, study: &VaeRulesStudy) -> Result<(), Study
     ));
     r.paragraph("Exact match is teacher-forced (identical to greedy decoding's exact match). EM_centroid decodes every test premise under every rule's centroid z; rule swap decodes with the μ of a test example of another rule.");
     r.heading("Claims");
-    let rows: Vec<Vec<Cell>> = o
-        .claims
-        .iter()
-        .map(|c| vec![Cell::from(c.id), Cell::from(c.claim), Cell::from(c.band.as_str()), Cell::from(c.measured.as_str()), Cell::verdict(c.pass)])
-        .collect();
-    r.table(&["id", "claim", "band", "measured", "result"], rows);
+    crate::experiments::claims::claims_table(&mut r, &o.claims);
 
     r.heading("Runs");
     let table: Vec<Vec<String>> = o
