@@ -167,3 +167,18 @@ fn copy_dir(from: &Path, to: &Path) {
         std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
     }
 }
+
+#[test]
+fn data_compgraph_writes_problems_that_read_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p.jsonl");
+    let o = latentlab(&["data", "compgraph", "--n", "7", "--nodes", "10", "--seed", "3", "--out", out.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = latentlab::experiments::recursive::RecursiveStudy::default().data;
+    let problems = latentlab::data::compgraph::read_jsonl(&out, &cfg.vocab()).expect("reads back");
+    assert_eq!(problems.len(), 7);
+    assert!(problems.iter().all(|p| p.n_nodes() == 10));
+    let bad = latentlab(&["data", "compgraph", "--nodes", "100000", "--out", tmp.path().join("x.jsonl").to_str().unwrap()], None);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("--nodes") && !tmp.path().join("x.jsonl").exists());
+}

@@ -8,8 +8,9 @@ use rand::SeedableRng;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Task: `induction`, `noisy-recall` (the truncation study's data, 65-char vocabulary),
-    /// or a rule family of the VAE study: `rules-math`, `rules-syllogism`,
-    /// `rules-explanatory` (JSONL of rule, premise, conclusion).
+    /// `compgraph` (the recursive study's computation graphs, the JSONL that `latentlab eval
+    /// --problems` reads), or a rule family of the VAE study: `rules-math`,
+    /// `rules-syllogism`, `rules-explanatory` (JSONL of rule, premise, conclusion).
     task: String,
     /// Number of sequences.
     #[arg(long, default_value_t = 256)]
@@ -23,6 +24,12 @@ pub struct Args {
     /// `noisy-recall`: probability α that a trigger is followed by the noise token.
     #[arg(long, default_value_t = 0.5)]
     alpha: f64,
+    /// `compgraph`: nodes per graph (default: the study's training N).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// `compgraph`: depth cap, 0 = none (default: the study's).
+    #[arg(long)]
+    max_depth: Option<usize>,
     /// Output JSONL file (one sequence per line).
     #[arg(long)]
     out: PathBuf,
@@ -40,6 +47,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+    if args.task == "compgraph" {
+        use latentlab::data::compgraph::{sample_problem, write_jsonl};
+        let mut cfg = latentlab::experiments::recursive::RecursiveStudy::default().data;
+        cfg.n_nodes = args.nodes.unwrap_or(cfg.n_nodes);
+        cfg.max_depth = args.max_depth.unwrap_or(cfg.max_depth);
+        cfg.validate().map_err(|e| super::UsageError(format!("--nodes/--max-depth: {e}")))?;
+        let problems: Vec<_> = (0..args.n).map(|_| sample_problem(&cfg, &mut rng)).collect();
+        write_jsonl(&args.out, &problems).with_context(|| format!("writing {}", args.out.display()))?;
+        println!("wrote {} graphs of {} nodes to {}", problems.len(), cfg.n_nodes, args.out.display());
+        return Ok(());
+    }
     let batch = match args.task.as_str() {
         "induction" => latentlab::data::induction::sample(args.n, args.seq_len, args.vocab_size, &mut rng),
         "noisy-recall" => {
@@ -53,7 +71,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         other => {
             return Err(super::UsageError(format!(
-                "unknown task `{other}`; expected one of: induction, noisy-recall, rules-math, rules-syllogism, rules-explanatory"
+                "unknown task `{other}`; expected one of: induction, noisy-recall, compgraph, rules-math, rules-syllogism, rules-explanatory"
             ))
             .into())
         }
