@@ -39,7 +39,8 @@ pub fn mechanism_section(r: &mut Report, m: &MechanismReport) -> Result<(), Stud
             BarGroup { name: "other".into(), values: m.fourier.iter().map(|(_, f)| f.other).collect() },
             BarGroup { name: "diagonal / non-constant".into(), values: m.fourier.iter().map(|(_, f)| f.diagonal_of_nonconstant).collect() },
         ];
-        let spec = ChartSpec::new("3-D DFT over Z_p³ of MLP-2: energy share by frequency class", "site", "share of |F|²");
+        // Headroom above 1 keeps the legend clear of the bars.
+        let spec = ChartSpec { y_range: Some((0.0, 1.45)), ..ChartSpec::new("3-D DFT over Z_p³ of MLP-2: energy share by frequency class", "site", "share of |F|²") };
         r.figure("DFT energy classes", bar_chart(&spec, &sites, &groups)?);
         if let Some((site, f)) = m.fourier.iter().find(|(s, _)| s.contains("out")).or(m.fourier.first()) {
             let labels: Vec<String> = (1..=f.pair_shares.len()).map(|a| format!("{a}/{}", f.p - a)).collect();
