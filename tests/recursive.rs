@@ -338,3 +338,31 @@ fn the_documented_transition_recipe_loads() {
     assert_eq!(s.variants.len(), 1);
     assert_eq!(s.curriculum[0].max_fan_in, Some(1));
 }
+
+#[test]
+fn resume_continues_a_study_run_bit_identically() {
+    let mut study = tiny_study();
+    study.variants.retain(|v| v.name == "discrete-ec");
+    study.interp.enabled = false;
+    study.train.eval_every = 4;
+    let base = std::env::temp_dir().join(format!("latentlab-rec-resume-{}", std::process::id()));
+    let run = |name: &str, steps: u64, resume: bool| {
+        let mut s = study.clone();
+        s.name = name.into();
+        s.out_dir = base.display().to_string();
+        s.train.steps = steps;
+        s.resume = resume;
+        latentlab::experiments::recursive::reproduce(&s, true, true).expect("runs");
+    };
+    run("straight", 12, false);
+    run("resumed", 6, false);
+    run("resumed", 12, true);
+    let weights = |name: &str| std::fs::read(base.join(name).join("discrete-ec/checkpoints/step_00000012/model.safetensors")).expect("step-12 checkpoint");
+    assert!(weights("straight") == weights("resumed"), "a resumed run differs from an uninterrupted one");
+    // The metrics log keeps the first run's records up to the checkpoint and continues.
+    let log = std::fs::read_to_string(base.join("resumed/discrete-ec/metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
+    assert!(steps.windows(2).all(|w| w[0] < w[1]), "steps in order without repeats: {steps:?}");
+    assert_eq!(steps.last(), Some(&12));
+    std::fs::remove_dir_all(&base).ok();
+}
