@@ -235,6 +235,8 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
         let r = s.recovery.expect("recovery measured for a discrete model");
         assert!((0.0..=1.0).contains(&r) && (0.0..=1.0).contains(&s.solved_fixed_point));
         assert_eq!(s.solved_by_step.len(), eval_steps(s.max_depth, study.eval.extra_steps));
+        assert_eq!(s.node_acc_by_depth.len(), s.max_depth + 1, "one entry per node depth 0..=max");
+        assert!(s.node_acc_by_depth.iter().all(|a| a.is_nan() || (0.0..=1.0).contains(a)));
     }
     assert!(o.variant("feedforward").unwrap().sizes.iter().all(|s| s.recovery.is_none() && s.solved_by_step.len() == 1));
     // Twenty steps solve nothing: the claims that need solved graphs fail; the mechanism
@@ -254,7 +256,7 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     assert_eq!(json.as_array().unwrap().len(), 10);
     assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
     let html = std::fs::read_to_string(o.dir.join("report.html")).expect("report.html written");
-    for part in ["Claims", "Fully solved against N", "accuracy against iterations", "RelVar", "DFT energy classes"] {
+    for part in ["Claims", "Fully solved against N", "accuracy against node depth", "accuracy against iterations", "RelVar", "DFT energy classes"] {
         assert!(html.contains(part), "report.html lacks `{part}`");
     }
 

@@ -96,6 +96,20 @@ pub fn write_report(o: &RecursiveOutcome) -> Result<(), StudyError> {
     let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new("per-node value accuracy", "nodes N", "accuracy") };
     r.figure("Per-node accuracy against N per method", line_chart(&spec, &nodes)?);
 
+    r.heading("Accuracy against node depth");
+    for v in &o.variants {
+        let series: Vec<Series> = v
+            .sizes
+            .iter()
+            .map(|s| Series::new(&format!("N = {}", s.n_nodes), s.node_acc_by_depth.iter().enumerate().map(|(d, &a)| (d as f64, a)).collect()))
+            .collect();
+        if series.iter().all(|s| s.points.is_empty()) {
+            continue;
+        }
+        let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new(&format!("{}: node value accuracy by depth", v.variant.name), "node depth", "accuracy") };
+        r.figure(format!("{}: accuracy against node depth", v.variant.name), line_chart(&spec, &series)?);
+    }
+
     r.heading("Accuracy against iterations");
     for v in o.variants.iter().filter(|v| v.sizes.iter().any(|s| s.solved_by_step.len() > 1)) {
         let series: Vec<Series> = v

@@ -196,6 +196,9 @@ pub struct SizeResult {
     pub solved: f64,
     /// RHS values correct after `steps` steps.
     pub node_acc: f64,
+    /// The same split by node depth: entry d is the accuracy of the nodes of depth d
+    /// (NaN where the set has none).
+    pub node_acc_by_depth: Vec<f64>,
     /// Fully solved after step 1..=`steps_run` (accuracy vs iterations; recurrent methods run
     /// max(set max depth + extra + 5, 2 × set max depth) steps).
     pub solved_by_step: Vec<f64>,
@@ -228,6 +231,7 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
     let run = if recurrent { eval_steps(max_depth, eval.extra_steps) } else { 1 };
     let mut r = SizeResult { n_graphs: set.len(), max_depth, steps, solved_by_step: vec![0.0; run], ..Default::default() };
     let (mut nodes, mut nodes_ok) = (0usize, 0usize);
+    let mut by_depth: Vec<(usize, usize)> = Vec::new();
     for chunk in set.chunks(eval.batch) {
         let refs: Vec<&Encoded> = chunk.iter().collect();
         let b = final_batch(&refs, vocab);
@@ -257,8 +261,15 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
             }
             let last = &states[steps.min(states.len()) - 1];
             for k in (0..e.len()).filter(|&k| e.rhs_depth[k] >= 0) {
+                let right = last[row(k) + VALUE_FACTOR] == e.labels[k][VALUE_FACTOR];
                 nodes += 1;
-                nodes_ok += usize::from(last[row(k) + VALUE_FACTOR] == e.labels[k][VALUE_FACTOR]);
+                nodes_ok += usize::from(right);
+                let d = e.rhs_depth[k] as usize;
+                if by_depth.len() <= d {
+                    by_depth.resize(d + 1, (0, 0));
+                }
+                by_depth[d].0 += usize::from(right);
+                by_depth[d].1 += 1;
             }
             r.mean_depth += depth(e) as f64;
             r.n_nodes = e.rhs_depth.iter().filter(|&&d| d >= 0).count();
@@ -271,6 +282,7 @@ pub fn evaluate_set(model: &Recurrent, variant: &Variant, e2e_loops: usize, set:
         *v /= n;
     }
     r.node_acc = nodes_ok as f64 / nodes.max(1) as f64;
+    r.node_acc_by_depth = by_depth.iter().map(|&(ok, n)| if n > 0 { ok as f64 / n as f64 } else { f64::NAN }).collect();
     Ok(r)
 }
 
