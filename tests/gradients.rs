@@ -3,7 +3,7 @@
 
 mod common;
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Result};
 use latentlab::data::induction;
 use latentlab::models::{Gpt, GptConfig, LanguageModel};
 use latentlab::nn::linear::InitScheme;
@@ -79,24 +79,7 @@ fn model_gradients_match_finite_differences() -> Result<()> {
         let model = Gpt::new(&cfg, 2, &Device::Cpu)?;
         let b = induction::sample(2, 8, cfg.vocab_size, &mut rng);
         let grads = lm_loss(&model, &b)?.backward()?;
-        for (pname, var) in model.params().trainable() {
-            let g: Vec<f32> = grads.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1()?;
-            let base: Vec<f32> = var.flatten_all()?.to_vec1()?;
-            // The largest-gradient entry, where f32 differences are informative.
-            let i = (0..g.len()).max_by(|&a, &c| g[a].abs().total_cmp(&g[c].abs())).expect("non-empty");
-            let eps = 1e-2f32;
-            let at = |delta: f32| -> Result<f64> {
-                let mut v = base.clone();
-                v[i] += delta;
-                var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu)?)?;
-                Ok(lm_loss(&model, &b)?.to_scalar::<f32>()? as f64)
-            };
-            let fd = (at(eps)? - at(-eps)?) / (2.0 * eps as f64);
-            var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu)?)?;
-            let an = g[i] as f64;
-            let err = (fd - an).abs() / an.abs().max(1e-3);
-            assert!(err < 5e-2, "{name}: `{pname}`[{i}] analytic {an:.6} vs finite-difference {fd:.6}");
-        }
+        common::assert_gradients_match_fd(model.params(), &grads, || Ok(lm_loss(&model, &b)?.to_scalar::<f32>()? as f64), name);
     }
     Ok(())
 }
@@ -197,23 +180,7 @@ mod vae {
         for inj in [Injection::Memory, Injection::Kv, Injection::Query] {
             let model = LanguageVae::new(&tiny(inj), 2, &Device::Cpu)?;
             let grads = loss(&model, &b)?.backward()?;
-            for (pname, var) in model.params().trainable() {
-                let g: Vec<f32> = grads.get(var.as_tensor()).expect("gradient").flatten_all()?.to_vec1()?;
-                let base: Vec<f32> = var.flatten_all()?.to_vec1()?;
-                let i = (0..g.len()).max_by(|&a, &c| g[a].abs().total_cmp(&g[c].abs())).expect("non-empty");
-                let eps = 1e-2f32;
-                let at = |delta: f32| -> Result<f64> {
-                    let mut v = base.clone();
-                    v[i] += delta;
-                    var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu)?)?;
-                    Ok(loss(&model, &b)?.to_scalar::<f32>()? as f64)
-                };
-                let fd = (at(eps)? - at(-eps)?) / (2.0 * eps as f64);
-                var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu)?)?;
-                let an = g[i] as f64;
-                let err = (fd - an).abs() / an.abs().max(1e-3);
-                assert!(err < 5e-2, "{inj:?}: `{pname}`[{i}] analytic {an:.6} vs finite-difference {fd:.6}");
-            }
+            super::common::assert_gradients_match_fd(model.params(), &grads, || Ok(loss(&model, &b)?.to_scalar::<f32>()? as f64), &format!("{inj:?}"));
         }
         Ok(())
     }

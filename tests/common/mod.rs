@@ -328,3 +328,31 @@ pub fn assert_same_grads(params: &latentlab::nn::Params, a: &candle_core::backpr
         assert!(err <= 1e-4 * scale, "{what}: `{name}` gradient differs by {err} (scale {scale})");
     }
 }
+
+/// For every trainable tensor of `params`: the entry with the largest |gradient| in `grads`
+/// (where f32 differences are informative) matches a central finite difference of `loss`
+/// within 5 % (relative to max(|analytic|, 1e-3)). Weights are restored afterwards.
+pub fn assert_gradients_match_fd(
+    params: &latentlab::nn::Params,
+    grads: &candle_core::backprop::GradStore,
+    loss: impl Fn() -> candle_core::Result<f64>,
+    what: &str,
+) {
+    for (pname, var) in params.trainable() {
+        let g: Vec<f32> = grads.get(var.as_tensor()).expect("gradient").flatten_all().unwrap().to_vec1().unwrap();
+        let base: Vec<f32> = var.flatten_all().unwrap().to_vec1().unwrap();
+        let i = (0..g.len()).max_by(|&a, &c| g[a].abs().total_cmp(&g[c].abs())).expect("non-empty");
+        let eps = 1e-2f32;
+        let at = |delta: f32| -> f64 {
+            let mut v = base.clone();
+            v[i] += delta;
+            var.set(&Tensor::from_vec(v, var.shape(), &Device::Cpu).unwrap()).unwrap();
+            loss().unwrap()
+        };
+        let fd = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+        var.set(&Tensor::from_vec(base.clone(), var.shape(), &Device::Cpu).unwrap()).unwrap();
+        let an = g[i] as f64;
+        let err = (fd - an).abs() / an.abs().max(1e-3);
+        assert!(err < 5e-2, "{what}: `{pname}`[{i}] analytic {an:.6} vs finite-difference {fd:.6}");
+    }
+}

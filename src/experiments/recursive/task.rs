@@ -430,6 +430,21 @@ impl DueStats {
 }
 
 impl RecursiveTask {
+    /// A training batch of graphs from the curriculum stage of `step`.
+    fn draw_graphs(&self, step: u64, rng: &mut ChaCha8Rng) -> Vec<Encoded> {
+        let vocab = self.data.vocab();
+        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
+        (0..self.batch_size).map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary")).collect()
+    }
+
+    /// The discrete transition batch of `graphs` (one sampled t per graph, or every t), with
+    /// this step's error-correction coin; returns the batch and whether it was corrupted.
+    fn transition_batch(&self, graphs: &[&Encoded], rng: &mut ChaCha8Rng) -> (GraphBatch, bool) {
+        let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
+        let build = if self.all_transitions { all_transitions_batch } else { transition_batch };
+        (build(graphs, &self.data.vocab(), rng, corrupt.then_some(&self.corruption)), corrupt)
+    }
+
     /// Record the due-node statistics of a discrete transition batch `b` (VALUE logits of
     /// all its rows) and return the step's metrics.
     fn due_metrics(&mut self, value_logits: &Tensor, b: &GraphBatch, corrupt: bool, loss: f64) -> Result<Metrics> {
@@ -460,14 +475,9 @@ impl Task for RecursiveTask {
         }
         // The discrete transition batch, drawn exactly as `train_loss` draws it, in slices
         // computed concurrently; each slice's loss is weighted by its share of the positions.
-        let vocab = self.data.vocab();
-        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
-        let enc: Vec<Encoded> = (0..self.batch_size)
-            .map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary"))
-            .collect();
+        let enc = self.draw_graphs(step, rng);
         let refs: Vec<&Encoded> = enc.iter().collect();
-        let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
-        let b = if self.all_transitions { all_transitions_batch } else { transition_batch }(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
+        let (b, corrupt) = self.transition_batch(&refs, rng);
         let (value, grads, value_logits) = sharded_transition_grads(&self.model, &b, self.shards)?;
         let m = self.due_metrics(&value_logits, &b, corrupt, value)?;
         Ok((value, grads, m))
@@ -475,17 +485,13 @@ impl Task for RecursiveTask {
 
     fn train_loss(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<(Tensor, Metrics)> {
         let vocab = self.data.vocab();
-        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
-        let enc: Vec<Encoded> = (0..self.batch_size)
-            .map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary"))
-            .collect();
+        let enc = self.draw_graphs(step, rng);
         let refs: Vec<&Encoded> = enc.iter().collect();
         let dev = self.model.params().device().clone();
         let mut m = Metrics::new();
         let loss = match self.variant.method {
             Method::Discrete => {
-                let corrupt = self.variant.error_correction && rng.random::<f64>() < self.corruption.batch_prob;
-                let b = if self.all_transitions { all_transitions_batch } else { transition_batch }(&refs, &vocab, rng, corrupt.then_some(&self.corruption));
+                let (b, corrupt) = self.transition_batch(&refs, rng);
                 let logits = self.model.step(&b.input_tensor(&dev)?, &mut Hooks::none())?;
                 let loss = factor_loss(&logits, &b.targets, &b.weights, &dev)?;
                 m = self.due_metrics(&logits[VALUE_FACTOR], &b, corrupt, f64::from(loss.to_scalar::<f32>()?))?;
