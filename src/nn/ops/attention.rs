@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 
-use super::cpu::{fast_exp, row_dot, row_max, row_sum, with_f32};
+use super::cpu::{fast_exp, row_dot, row_max, row_sum, wide, with_f32};
 use rayon::prelude::*;
 
 /// Geometry of one call.
@@ -85,7 +85,7 @@ fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p
     // SAFETY: Q_bh is t×dh with row stride q_row; K_bgᵀ is dh×s with col stride kv_row.
     unsafe { mm_scaled(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row(), g.scale) };
     let offset = s - t;
-    for (i, row) in p.chunks_exact_mut(s).enumerate() {
+    wide(#[inline(always)] || for (i, row) in p.chunks_exact_mut(s).enumerate() {
         let (live, masked) = row.split_at_mut((i + offset + 1).min(s));
         let max = row_max(live);
         for x in live.iter_mut() {
@@ -96,7 +96,7 @@ fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p
             *x *= inv;
         }
         masked.fill(0.0);
-    }
+    })
 }
 
 fn forward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
@@ -149,12 +149,12 @@ fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f
                     // term 1: dV += Pᵀ·dZ
                     mm(s, dh, t, dvp.0.add(kv_off), g.kv_row(), 1, true, p.as_ptr(), 1, s, dzp, g.q_row(), 1);
                 }
-                for (prow, dprow) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
+                wide(#[inline(always)] || for (prow, dprow) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
                     let dot = row_dot(prow, dprow);
                     for (d, &pv) in dprow.iter_mut().zip(prow) {
                         *d = pv * (*d - dot) * g.scale;
                     }
-                }
+                });
                 // SAFETY: as above.
                 unsafe {
                     // term 2: dQ = dS·K

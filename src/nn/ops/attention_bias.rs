@@ -16,7 +16,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
 use super::attention::{mm, mm_scaled, SyncPtr};
-use super::cpu::{fast_exp, row_dot, row_max, row_sum, with_f32};
+use super::cpu::{fast_exp, row_dot, row_max, row_sum, wide, with_f32};
 
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
@@ -51,17 +51,22 @@ fn pattern(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], b: usize, h: usize
     // SAFETY: Q_bh is t×dh with row stride q_row; K_bgᵀ is dh×s with col stride kv_row.
     unsafe { mm_scaled(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row(), g.scale) };
     let bh = &bias[h * w..(h + 1) * w];
+    // Bias by key order: key j of query qpos (qpos − j < w − 1) takes rev[w − 1 − (qpos − j)],
+    // so the near keys read one contiguous slice.
+    let rev: Vec<f32> = bh.iter().rev().copied().collect();
     let offset = s - t;
-    for (i, row) in p.chunks_exact_mut(s).enumerate() {
+    wide(#[inline(always)] || for (i, row) in p.chunks_exact_mut(s).enumerate() {
         let qpos = i + offset;
         let (live, masked) = row.split_at_mut((qpos + 1).min(s));
         // Keys 0..=qpos−(w−1) share the far bucket; the last w−1 keys have their own.
         let near = qpos.saturating_sub(w - 1);
+        let far = bh[w - 1];
         for x in &mut live[..near] {
-            *x += bh[w - 1];
+            *x += far;
         }
-        for (j, x) in live.iter_mut().enumerate().skip(near) {
-            *x += bh[qpos - j];
+        let n_near = live.len() - near;
+        for (x, b) in live[near..].iter_mut().zip(&rev[w - n_near..]) {
+            *x += b;
         }
         let max = row_max(live);
         for x in live.iter_mut() {
@@ -72,7 +77,7 @@ fn pattern(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], b: usize, h: usize
             *x *= inv;
         }
         masked.fill(0.0);
-    }
+    })
 }
 
 fn forward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32]) -> Vec<f32> {
@@ -128,7 +133,7 @@ fn backward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], dz: &[f32]) -> (V
                         mm(s, dh, t, dkvp.0.add(v_off), g.kv_row(), 1, true, p.as_ptr(), 1, s, dzp, g.q_row(), 1);
                     }
                     let dbh = &mut db[hi * w..(hi + 1) * w];
-                    for (i, (prow, dprow)) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)).enumerate() {
+                    wide(#[inline(always)] || for (i, (prow, dprow)) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)).enumerate() {
                         let qpos = i + offset;
                         let live = (qpos + 1).min(s);
                         let dot = row_dot(&prow[..live], &dprow[..live]);
@@ -145,7 +150,7 @@ fn backward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], dz: &[f32]) -> (V
                         }
                         dbh[w - 1] += far;
                         dprow[live..].fill(0.0);
-                    }
+                    });
                     // SAFETY: as above.
                     unsafe {
                         mm(t, dh, s, dqp.0.add(q_off), g.q_row(), 1, false, dp.as_ptr(), s, 1, kv.as_ptr().add(k_off), g.kv_row(), 1);

@@ -59,7 +59,8 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     const ROUND: f32 = 12_582_912.0; // 1.5·2^23: adding and subtracting rounds to nearest
     let under = x < -87.336_55;
     let x = x.clamp(-87.336_55, 88.376_26);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let t = x * LOG2E + ROUND;
+    let n = t - ROUND;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -68,7 +69,9 @@ pub(crate) fn fast_exp(x: f32) -> f32 {
     let p = p * r + 0.166_666_65;
     let p = p * r + 0.5;
     let er = p * r * r + r + 1.0;
-    let ni = n as i32;
+    // n as an integer without a float→int conversion (Rust's saturating `as` keeps the loop
+    // scalar): t and ROUND share their exponent, so their bit patterns differ by exactly n.
+    let ni = t.to_bits() as i32 - ROUND.to_bits() as i32;
     // 2^n split as 2^(n/2)·2^(n-n/2) so that n = 128 does not overflow the exponent field.
     let h = ni >> 1;
     let s1 = f32::from_bits(((h + 127) << 23) as u32);
@@ -106,8 +109,37 @@ pub(crate) fn fast_tanh(x: f32) -> f32 {
     }
 }
 
+/// Run `f` compiled for AVX-512 when the CPU has it (checked once), else as built.
+/// `f` and everything it inlines (the row helpers here, `fast_exp`) get the wider
+/// vectors; results are bit-identical because Rust never fuses or reorders float
+/// operations, so only the vector width changes.
+#[inline(always)]
+pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static V4: OnceLock<bool> = OnceLock::new();
+        #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,bmi1,bmi2,lzcnt,popcnt")]
+        unsafe fn v4<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        let has = *V4.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512dq")
+                && std::arch::is_x86_feature_detected!("avx512vl")
+                && std::arch::is_x86_feature_detected!("fma")
+        });
+        if has {
+            // SAFETY: the CPU supports every enabled feature (checked above).
+            return unsafe { v4(f) };
+        }
+    }
+    f()
+}
+
 /// max over a row with 8 independent lanes (a fixed order, so the result is reproducible).
-#[inline]
+#[inline(always)]
 pub(crate) fn row_max(x: &[f32]) -> f32 {
     let mut lanes = [f32::NEG_INFINITY; 8];
     let chunks = x.chunks_exact(8);
@@ -127,7 +159,7 @@ pub(crate) fn row_max(x: &[f32]) -> f32 {
 }
 
 /// Σ a_i·b_i over a row with 8 lanes (vectorises without reassociation licences).
-#[inline]
+#[inline(always)]
 pub(crate) fn row_dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     let mut lanes = [0f32; 8];
@@ -147,7 +179,7 @@ pub(crate) fn row_dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Σ a_i over a row with 8 lanes.
-#[inline]
+#[inline(always)]
 pub(crate) fn row_sum(a: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
     let c = a.chunks_exact(8);
@@ -194,7 +226,7 @@ pub(crate) fn zip_chunks(op: &str, a: &[f32], b: &[f32], f: impl Fn(&[f32], &[f3
         bail!("{op}: inputs have {} and {} elements", a.len(), b.len());
     }
     let mut out = vec![0f32; a.len()];
-    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| f(a, b, o));
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK))).for_each(|(o, (a, b))| wide(#[inline(always)] || f(a, b, o)));
     Ok(out)
 }
 
@@ -288,3 +320,25 @@ pub(crate) mod testing {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::fast_exp;
+
+    #[test]
+    fn fast_exp_is_accurate_over_the_whole_range() {
+        assert_eq!(fast_exp(0.0), 1.0);
+        assert_eq!(fast_exp(-100.0), 0.0);
+        assert_eq!(fast_exp(f32::NEG_INFINITY), 0.0);
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst = worst.max(((fast_exp(x) as f64 - want) / want).abs());
+            x += 0.000_37;
+        }
+        assert!(worst < 4e-7, "max relative error {worst}");
+        // n = 128 at the top of the range must not overflow the exponent field.
+        assert!(fast_exp(88.3).is_finite() && fast_exp(88.3) > 1e38);
+    }
+}

@@ -10,6 +10,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, DType, Layout, Result, Shape, Ten
 use rayon::prelude::*;
 
 /// (max z, Σ_j e^{z_j − max z}) of a row.
+#[inline(always)]
 fn max_and_exp_sum(z: &[f32]) -> (f32, f32) {
     let max = row_max(z);
     let mut lanes = [0f32; 8];
@@ -26,12 +27,14 @@ fn max_and_exp_sum(z: &[f32]) -> (f32, f32) {
     (max, cpu::row_sum(&lanes) + tail)
 }
 
+#[inline(always)]
 fn fwd_row(z: &[f32], target: usize) -> f32 {
     let (max, sum) = max_and_exp_sum(z);
     max + sum.ln() - z[target]
 }
 
 /// dz = coef·(softmax(z) − onehot(target)),  coef = g·w_i/W.
+#[inline(always)]
 fn bwd_row(z: &[f32], target: usize, coef: f32, dz: &mut [f32]) {
     let (max, sum) = max_and_exp_sum(z);
     let p_scale = coef / sum;
@@ -106,15 +109,11 @@ impl CustomOp3 for CrossEntropy {
             .par_chunks(BLOCK_ROWS * vocab)
             .zip(t.par_chunks(BLOCK_ROWS).zip(w.par_chunks(BLOCK_ROWS)))
             .map(|(z, (t, w))| {
-                let rows = z.chunks(vocab).zip(t.iter().zip(w));
-                rows.map(|(z, (&t, &w))| {
-                    if w == 0.0 {
-                        0.0
-                    } else {
-                        w as f64 * fwd_row(z, t as usize) as f64
-                    }
+                cpu::wide(#[inline(always)] || {
+                    let rows = z.chunks(vocab).zip(t.iter().zip(w));
+                    rows.map(|(z, (&t, &w))| if w == 0.0 { 0.0 } else { w as f64 * fwd_row(z, t as usize) as f64 })
+                        .sum()
                 })
-                .sum()
             })
             .collect();
         let loss = block_sums.iter().sum::<f64>() / weight_total(w);
@@ -165,15 +164,13 @@ impl CustomOp3 for CrossEntropyBwd {
             .zip(z.par_chunks(per_task * vocab))
             .zip(t.par_chunks(per_task).zip(w.par_chunks(per_task)))
             .for_each(|((dz, z), (t, w))| {
-                for ((dz, z), (&t, &w)) in dz
-                    .chunks_mut(vocab)
-                    .zip(z.chunks(vocab))
-                    .zip(t.iter().zip(w))
-                {
-                    if w != 0.0 {
-                        bwd_row(z, t as usize, (w as f64 * g_over_w) as f32, dz);
+                cpu::wide(#[inline(always)] || {
+                    for ((dz, z), (&t, &w)) in dz.chunks_mut(vocab).zip(z.chunks(vocab)).zip(t.iter().zip(w)) {
+                        if w != 0.0 {
+                            bwd_row(z, t as usize, (w as f64 * g_over_w) as f32, dz);
+                        }
                     }
-                }
+                })
             });
         Ok((CpuStorage::F32(dz), l1.shape().clone()))
     }

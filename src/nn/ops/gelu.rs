@@ -12,6 +12,7 @@ use rayon::prelude::*;
 const K: f32 = 0.797_884_6;
 const C: f32 = 0.044_715;
 
+#[inline(always)]
 fn fwd_chunk(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
     for i in 0..x.len() {
@@ -21,6 +22,7 @@ fn fwd_chunk(x: &[f32], y: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn bwd_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     assert!(x.len() == dx.len() && dy.len() == dx.len());
     for i in 0..x.len() {
@@ -44,7 +46,7 @@ impl CustomOp1 for Gelu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| fwd_chunk(x, y));
+            .for_each(|(y, x)| cpu::wide(#[inline(always)] || fwd_chunk(x, y)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 

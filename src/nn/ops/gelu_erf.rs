@@ -29,6 +29,7 @@ fn cdf_pdf(x: f32) -> (f32, f32) {
     (0.5 * (1.0 + erf), e * INV_SQRT_2PI)
 }
 
+#[inline(always)]
 fn fwd_chunk(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
     for i in 0..x.len() {
@@ -36,6 +37,7 @@ fn fwd_chunk(x: &[f32], y: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn bwd_chunk(x: &[f32], dy: &[f32], dx: &mut [f32]) {
     assert!(x.len() == dx.len() && dy.len() == dx.len());
     for i in 0..x.len() {
@@ -54,7 +56,7 @@ impl CustomOp1 for GeluErf {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = cpu::slice(s, l, self.name())?;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| fwd_chunk(x, y));
+        y.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(y, x)| cpu::wide(#[inline(always)] || fwd_chunk(x, y)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 

@@ -11,6 +11,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D}
 use rayon::prelude::*;
 
 /// (μ, rstd) of a row.
+#[inline(always)]
 fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = row_sum(x) / n;
@@ -29,6 +30,7 @@ fn moments(x: &[f32], eps: f32) -> (f32, f32) {
     (mean, 1.0 / (var + eps).sqrt())
 }
 
+#[inline(always)]
 fn fwd_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
     let (mean, rstd) = moments(x, eps);
     let d = x.len();
@@ -39,6 +41,7 @@ fn fwd_row(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32]) {
 }
 
 /// Writes dx for one row and accumulates its dγ, dβ contributions; `scratch` holds dx̂ then x̂.
+#[inline(always)]
 fn bwd_row(
     dy: &[f32],
     x: &[f32],
@@ -121,9 +124,11 @@ impl CustomOp3 for LayerNorm {
         y.par_chunks_mut(per_task)
             .zip(x.par_chunks(per_task))
             .for_each(|(y, x)| {
-                for (y, x) in y.chunks_mut(d).zip(x.chunks(d)) {
-                    fwd_row(x, gamma, beta, self.eps, y);
-                }
+                cpu::wide(#[inline(always)] || {
+                    for (y, x) in y.chunks_mut(d).zip(x.chunks(d)) {
+                        fwd_row(x, gamma, beta, self.eps, y);
+                    }
+                })
             });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
@@ -192,9 +197,11 @@ impl CustomOp3 for LayerNormBwd {
             .zip(dy.par_chunks(span).zip(x.par_chunks(span)))
             .for_each(|((dx, part), (dy, x))| {
                 let (dgamma, dbeta) = part.split_at_mut(d);
-                for ((dx, dy), x) in dx.chunks_mut(d).zip(dy.chunks(d)).zip(x.chunks(d)) {
-                    bwd_row(dy, x, gamma, self.eps, dx, dgamma, dbeta);
-                }
+                cpu::wide(#[inline(always)] || {
+                    for ((dx, dy), x) in dx.chunks_mut(d).zip(dy.chunks(d)).zip(x.chunks(d)) {
+                        bwd_row(dy, x, gamma, self.eps, dx, dgamma, dbeta);
+                    }
+                })
             });
         for part in partial.chunks(2 * d) {
             for (acc, p) in dparams.iter_mut().zip(part) {

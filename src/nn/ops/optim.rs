@@ -32,6 +32,7 @@ pub struct SgdHyper {
     pub weight_decay: f64,
 }
 
+#[inline(always)]
 fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamWHyper) {
     let (b1, b2) = (h.beta1 as f32, h.beta2 as f32);
     let bc2 = (1.0 - h.beta2.powi(h.step as i32)) as f32;
@@ -48,6 +49,7 @@ fn adamw_chunk(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &AdamW
     }
 }
 
+#[inline(always)]
 fn sgd_chunk(p: &mut [f32], g: &[f32], buf: &mut [f32], h: &SgdHyper) {
     let (lr, mu, wd) = (h.lr as f32, h.momentum as f32, h.weight_decay as f32);
     let n = p.len();
@@ -111,7 +113,7 @@ impl InplaceOp2 for Update<'_> {
                 p.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
                     .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
-                    .for_each(|((p, g), (m, v))| adamw_chunk(p, g, m, v, h));
+                    .for_each(|((p, g), (m, v))| cpu::wide(#[inline(always)] || adamw_chunk(p, g, m, v, h)));
             }
             Update::Sgd { buf, h } => {
                 let mut buf = buf.borrow_mut();
@@ -125,7 +127,7 @@ impl InplaceOp2 for Update<'_> {
                 p.par_chunks_mut(CHUNK)
                     .zip(g.par_chunks(CHUNK))
                     .zip(buf.par_chunks_mut(CHUNK))
-                    .for_each(|((p, g), b)| sgd_chunk(p, g, b, h));
+                    .for_each(|((p, g), b)| cpu::wide(#[inline(always)] || sgd_chunk(p, g, b, h)));
             }
         }
         Ok(())

@@ -7,6 +7,7 @@ use super::cpu::{self, CHUNK};
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+#[inline(always)]
 fn fwd_chunk(x: &[f32], y: &mut [f32]) {
     assert_eq!(x.len(), y.len());
     for i in 0..x.len() {
@@ -14,6 +15,7 @@ fn fwd_chunk(x: &[f32], y: &mut [f32]) {
     }
 }
 
+#[inline(always)]
 fn bwd_chunk(y: &[f32], dy: &[f32], dx: &mut [f32]) {
     assert!(y.len() == dx.len() && dy.len() == dx.len());
     for i in 0..y.len() {
@@ -33,7 +35,7 @@ impl CustomOp1 for Relu {
         let mut y = vec![0f32; x.len()];
         y.par_chunks_mut(CHUNK)
             .zip(x.par_chunks(CHUNK))
-            .for_each(|(y, x)| fwd_chunk(x, y));
+            .for_each(|(y, x)| cpu::wide(#[inline(always)] || fwd_chunk(x, y)));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
