@@ -109,6 +109,10 @@ pub(crate) fn fast_tanh(x: f32) -> f32 {
     }
 }
 
+/// Set to run every `wide` kernel with the build's baseline vectors (tests compare the two).
+#[cfg(target_arch = "x86_64")]
+static NARROW: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Run `f` compiled for AVX-512 when the CPU has it (checked once), else as built.
 /// `f` and everything it inlines (the row helpers here, `fast_exp`) get the wider
 /// vectors; results are bit-identical because Rust never fuses or reorders float
@@ -130,7 +134,7 @@ pub(crate) fn wide<R>(f: impl FnOnce() -> R) -> R {
                 && std::arch::is_x86_feature_detected!("avx512vl")
                 && std::arch::is_x86_feature_detected!("fma")
         });
-        if has {
+        if has && !NARROW.load(std::sync::atomic::Ordering::Relaxed) {
             // SAFETY: the CPU supports every enabled feature (checked above).
             return unsafe { v4(f) };
         }
@@ -324,6 +328,42 @@ pub(crate) mod testing {
 #[cfg(test)]
 mod tests {
     use super::fast_exp;
+    use super::testing::{flat, randn};
+    use crate::nn::ops;
+    use candle_core::{Result, Tensor, Var};
+
+    /// Outputs and input gradients of a chain through every kernel that runs in `wide`.
+    fn chain_bits() -> Result<Vec<u32>> {
+        let (b, t, h, dh) = (3, 37, 4, 16);
+        let vars: Vec<Var> = (0..4).map(|i| Var::from_tensor(&randn(&[b, t, h * dh], 10 + i, 1.0))).collect::<Result<_>>()?;
+        let bias = Var::from_tensor(&randn(&[h, 8], 20, 1.0))?;
+        let (gamma, beta) = (Var::from_tensor(&randn(&[h * dh], 21, 1.0))?, Var::from_tensor(&randn(&[h * dh], 22, 1.0))?);
+        let z1 = ops::causal_attention_bias(&vars[0], &vars[1], &vars[2], &bias, h, h, 0.25)?;
+        let z2 = ops::causal_attention(&z1, &vars[3], &vars[2], h, h, 0.25)?;
+        let y = ops::layer_norm(&z2, &gamma, &beta, 1e-5)?;
+        let y = (ops::gelu(&y)? + ops::relu(&y)?)?;
+        let logits = y.reshape((b * t, h * dh))?;
+        let targets = Tensor::from_vec((0..b * t).map(|i| (i * 7 % (h * dh)) as u32).collect::<Vec<_>>(), b * t, logits.device())?;
+        let loss = ops::cross_entropy(&logits, &targets, None)?;
+        let grads = loss.backward()?;
+        let mut out: Vec<u32> = flat(&loss.reshape(1)?).iter().map(|x| x.to_bits()).collect();
+        for v in vars.iter().chain([&bias, &gamma, &beta]) {
+            out.extend(flat(grads.get(v.as_tensor()).expect("gradient")).iter().map(|x| x.to_bits()));
+        }
+        Ok(out)
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn wide_and_baseline_vectors_give_the_same_bits() -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let wide = chain_bits()?;
+        super::NARROW.store(true, Ordering::Relaxed);
+        let narrow = chain_bits();
+        super::NARROW.store(false, Ordering::Relaxed);
+        assert!(wide == narrow?, "results depend on the vector width");
+        Ok(())
+    }
 
     #[test]
     fn fast_exp_is_accurate_over_the_whole_range() {
