@@ -33,6 +33,16 @@ fn quick_reproduction_passes_the_smoke_bands_and_checkpoints_can_be_edited() {
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("XS2"));
 
+    // The forced-query diagnostic (behind C5): queries whose earlier followers are all τ
+    // exist at α = 0.5, their τ-slot mass is a fraction, and moving it changes the loss.
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    let f = &results["variants"][0]["forced"];
+    assert!(f["n"].as_u64().unwrap() > 20, "{f}");
+    let mass = f["tau_mass"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&mass), "{f}");
+    let (loss, moved) = (f["loss"].as_f64().unwrap(), f["loss_moved"].as_f64().unwrap());
+    assert!(loss.is_finite() && moved.is_finite() && loss > 0.0 && (loss - moved).abs() > 1e-4, "{f}");
+
     // The sweep table has the unedited model and FFN2 removal; removal lowers P(τ).
     let sweep = std::fs::read_to_string(dir.join("main/sweep.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = sweep.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

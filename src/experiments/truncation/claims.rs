@@ -187,11 +187,16 @@ fn main_claims(v: &VariantResult, alpha: f64, last: usize, quick: bool, out: &mu
             "noisy data: mass on τ slots ≤ 0.1, on ȳ slots ≥ 0.75",
             {
                 let part = |k: &str| v.at(k, final_step).map_or("—".to_string(), |x| format!("{x:.3}"));
+                let f = &v.forced;
                 format!(
-                    "τ slots {n:.3}, ȳ slots {a:.3} (step {final_step}); τ mass when a ȳ slot exists {}, when only τ slots exist {} ({} of queries)",
+                    "τ slots {n:.3}, ȳ slots {a:.3} (step {final_step}); τ mass when a ȳ slot exists {}, when only τ slots exist {} ({} of queries); those forced queries' loss {:.3} as trained vs {:.3} with their τ-slot mass spread over their other keys (P(τ) {:.3} → {:.3})",
                     part("l2_attn_noise_noisy_with_choice"),
                     part("l2_attn_noise_noisy_forced"),
-                    part("l2_noisy_forced_frac")
+                    part("l2_noisy_forced_frac"),
+                    f.loss,
+                    f.loss_moved,
+                    f.p_noise,
+                    f.p_noise_moved
                 )
             },
             n <= 0.1 && a >= 0.75,

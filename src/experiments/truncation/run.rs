@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::claims::{check_claims, Claim};
 use super::config::{TruncationStudy, Variant};
 use super::sweep::{example_pattern, run_sweep, spectral, Spectral, SweepRow};
-use super::task::NoisyRecallTask;
+use super::task::{forced_queries, ForcedQueries, NoisyRecallTask};
 use crate::config::to_toml;
 use crate::data::assoc_memory::{
     analyse_assoc_memory, linear_assoc_memory, one_step_gradient_check, AssocMemoryConfig, AssocMemoryReport, GradCheckConfig,
@@ -39,6 +39,9 @@ pub struct VariantResult {
     pub spectral: Option<Spectral>,
     /// Mean layer-1 and layer-2 attention patterns of the first clean sequence.
     pub patterns: Vec<Vec<Vec<f64>>>,
+    /// Noisy-data queries with only τ slots to copy from, and what their τ-slot
+    /// attention is worth (after training).
+    pub forced: ForcedQueries,
 }
 
 impl VariantResult {
@@ -206,6 +209,7 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
         None => spectral(&task, v.steps, &study.sweep.keep_ks, &mut cache)?,
     };
     let patterns = vec![example_pattern(&task, 0)?, example_pattern(&task, 1)?];
+    let forced = forced_queries(&task.model, &task.noisy)?;
     let mut lines = String::new();
     for row in &sweep {
         lines += &serde_json::to_string(row).expect("sweep rows serialise");
@@ -213,7 +217,7 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     }
     let path = vdir.join("sweep.jsonl");
     write_atomic(&path, lines.as_bytes()).map_err(|e| io(&path, e))?;
-    Ok(VariantResult { variant: v.clone(), seconds: t0.elapsed().as_secs_f64(), dynamics, sweep, spectral, patterns })
+    Ok(VariantResult { variant: v.clone(), seconds: t0.elapsed().as_secs_f64(), dynamics, sweep, spectral, patterns, forced })
 }
 
 /// All variants, in config order. With `parallel_variants` and more than one

@@ -108,15 +108,7 @@ pub struct FollowerMass {
 pub fn trigger_follower_mass(pattern: &Tensor, b: &NoisyRecallBatch) -> Result<FollowerMass> {
     let t = b.seq_len;
     let slots = |bi: usize, qi: usize, noise: bool| -> Option<Vec<usize>> {
-        let i = bi * t + qi;
-        if b.counter[i] < 2 {
-            return None;
-        }
-        Some(
-            (1..=qi)
-                .filter(|&s| b.counter[bi * t + s - 1] > 0 && b.target_is_noise[bi * t + s - 1] == noise)
-                .collect(),
-        )
+        follower_slots(b, bi, qi).map(|(answer, tau)| if noise { tau } else { answer })
     };
     let has_answer = |bi: usize, qi: usize| slots(bi, qi, false).map(|v| !v.is_empty());
     let (mut forced, mut scored) = (0usize, 0usize);
@@ -136,6 +128,89 @@ pub fn trigger_follower_mass(pattern: &Tensor, b: &NoisyRecallBatch) -> Result<F
         noise_forced: mass_on_keys(pattern, when(false))?,
         forced_frac: if scored > 0 { forced as f64 / scored as f64 } else { f64::NAN },
     })
+}
+
+/// What the layer-2 attention of "forced" queries (scored triggers whose earlier
+/// followers all hold τ) is worth to the model: their loss and P(τ) as trained, and with
+/// the mass they put on τ slots spread evenly over their other causal keys.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct ForcedQueries {
+    /// Forced queries in the batch.
+    pub n: usize,
+    /// Their mean layer-2 attention mass on τ slots.
+    pub tau_mass: f64,
+    /// Mean cross-entropy against their actual (noisy) targets, as trained.
+    pub loss: f64,
+    /// The same with the τ-slot mass moved to the other keys.
+    pub loss_moved: f64,
+    /// Mean P(τ) as trained and with the mass moved.
+    pub p_noise: f64,
+    pub p_noise_moved: f64,
+}
+
+/// Scored query (b, q) of `b`: the positions of its earlier followers holding ȳ and τ.
+fn follower_slots(b: &NoisyRecallBatch, bi: usize, qi: usize) -> Option<(Vec<usize>, Vec<usize>)> {
+    let t = b.seq_len;
+    if b.counter[bi * t + qi] < 2 {
+        return None;
+    }
+    let (noise, answer): (Vec<usize>, Vec<usize>) =
+        (1..=qi).filter(|&s| b.counter[bi * t + s - 1] > 0).partition(|&s| b.target_is_noise[bi * t + s - 1]);
+    Some((answer, noise))
+}
+
+/// [`ForcedQueries`] of `model` on `b` (the last layer's pattern is patched).
+pub fn forced_queries(model: &Gpt, b: &NoisyRecallBatch) -> Result<ForcedQueries> {
+    let last = model.n_layers() - 1;
+    let point = HookPoint::AttnPattern(last);
+    let ids = ids(b, model.params().device())?;
+    let mut hooks = Hooks::capture([point.clone()]);
+    let logits = model.forward(&ids, &mut hooks)?;
+    let pattern = hooks.cache[&point].clone();
+    let (batch, heads, t, s) = pattern.dims4()?;
+    let mut p: Vec<f32> = pattern.flatten_all()?.to_vec1()?;
+    let mut forced = Vec::new();
+    let mut tau_mass = 0.0;
+    for bi in 0..batch {
+        for qi in 0..t {
+            let Some((answer, noise)) = follower_slots(b, bi, qi) else { continue };
+            if !answer.is_empty() {
+                continue;
+            }
+            forced.push(bi * t + qi);
+            for h in 0..heads {
+                let row = &mut p[((bi * heads + h) * t + qi) * s..][..s];
+                let mass: f32 = noise.iter().map(|&k| row[k]).sum();
+                tau_mass += mass as f64 / heads as f64;
+                let others = qi + 1 - noise.len();
+                for k in 0..=qi {
+                    row[k] = if noise.contains(&k) { 0.0 } else { row[k] + mass / others as f32 };
+                }
+            }
+        }
+    }
+    let moved = Tensor::from_vec(p, (batch, heads, t, s), model.params().device())?;
+    let mut hooks = Hooks::none().intervene(point, Intervention::Replace(moved));
+    let logits_moved = model.forward(&ids, &mut hooks)?;
+    let tau = b.noise_token as usize;
+    let stats = |logits: &Tensor| -> Result<(f64, f64)> {
+        let v = logits.dim(2)?;
+        let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        let (mut loss, mut pn) = (0.0, 0.0);
+        for &i in &forced {
+            let row = &flat[i * v..(i + 1) * v];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let z: f64 = row.iter().map(|&x| ((x - max) as f64).exp()).sum();
+            let lp = |k: usize| (row[k] - max) as f64 - z.ln();
+            loss -= lp(b.targets[i] as usize);
+            pn += lp(tau).exp();
+        }
+        let n = forced.len().max(1) as f64;
+        Ok((loss / n, pn / n))
+    };
+    let ((loss, p_noise), (loss_moved, p_noise_moved)) = (stats(&logits)?, stats(&logits_moved)?);
+    let n = forced.len();
+    Ok(ForcedQueries { n, tau_mass: tau_mass / n.max(1) as f64, loss, loss_moved, p_noise, p_noise_moved })
 }
 
 /// The training task of one variant.
