@@ -183,8 +183,8 @@ pub fn forced_queries(model: &Gpt, b: &NoisyRecallBatch) -> Result<ForcedQueries
                 let mass: f32 = noise.iter().map(|&k| row[k]).sum();
                 tau_mass += mass as f64 / heads as f64;
                 let others = qi + 1 - noise.len();
-                for k in 0..=qi {
-                    row[k] = if noise.contains(&k) { 0.0 } else { row[k] + mass / others as f32 };
+                for (k, x) in row[..=qi].iter_mut().enumerate() {
+                    *x = if noise.contains(&k) { 0.0 } else { *x + mass / others as f32 };
                 }
             }
         }
