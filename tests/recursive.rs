@@ -361,10 +361,45 @@ fn resume_continues_a_study_run_bit_identically() {
     run("resumed", 12, true);
     let weights = |name: &str| std::fs::read(base.join(name).join("discrete-ec/checkpoints/step_00000012/model.safetensors")).expect("step-12 checkpoint");
     assert!(weights("straight") == weights("resumed"), "a resumed run differs from an uninterrupted one");
+    // The validation-selected weights too (their record survives the interruption).
+    let best = |name: &str, f: &str| std::fs::read(base.join(name).join("discrete-ec/best").join(f)).expect("best weights");
+    assert!(best("straight", "best.json") == best("resumed", "best.json"));
+    assert!(best("straight", "model.safetensors") == best("resumed", "model.safetensors"));
     // The metrics log keeps the first run's records up to the checkpoint and continues.
     let log = std::fs::read_to_string(base.join("resumed/discrete-ec/metrics.jsonl")).unwrap();
     let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "steps in order without repeats: {steps:?}");
     assert_eq!(steps.last(), Some(&12));
     std::fs::remove_dir_all(&base).ok();
+}
+
+#[test]
+fn the_best_validation_weights_are_kept_and_reloaded() -> Result<()> {
+    use latentlab::experiments::recursive::task::{BestWeights, ValScore};
+    let (model, _) = small_model()?;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("best");
+    let mut best = BestWeights::open(&path, true).unwrap();
+    let score = |step, val_solved, val_node_acc| ValScore { step, val_solved, val_node_acc };
+    let name = model.params().all_tensors().keys().next().unwrap().clone();
+    let original = model.params().all_tensors()[&name].flatten_all()?.to_vec1::<f32>()?;
+    best.offer(score(10, 0.5, 0.9), model.params())?;
+    // Worse scores are not kept; an equal score at a later step is.
+    let bump = |v: f32| -> Result<()> { model.params().set(&name, &(model.params().all_tensors()[&name].clone() + v as f64)?).map_err(|e| candle_core::Error::Msg(e.to_string())) };
+    bump(1.0)?;
+    best.offer(score(20, 0.5, 0.8), model.params())?;
+    best.offer(score(30, 0.25, 1.0), model.params())?;
+    assert_eq!(best.score.unwrap().step, 10);
+    best.offer(score(40, 0.5, 0.9), model.params())?;
+    assert_eq!(best.score.unwrap().step, 40);
+    bump(1.0)?;
+    // Reopening (a resumed run) reads the record; loading restores the step-40 weights.
+    let reopened = BestWeights::open(&path, false).unwrap();
+    assert_eq!(reopened.score, Some(score(40, 0.5, 0.9)));
+    assert_eq!(reopened.load_into(model.params())?.map(|s| s.step), Some(40));
+    let loaded = model.params().all_tensors()[&name].flatten_all()?.to_vec1::<f32>()?;
+    assert!(loaded.iter().zip(&original).all(|(a, b)| (a - (b + 1.0)).abs() < 1e-6));
+    // A fresh run forgets it.
+    assert!(BestWeights::open(&path, true).unwrap().score.is_none() && !path.exists());
+    Ok(())
 }

@@ -76,6 +76,16 @@ pub struct EvalConfig {
     pub batch: usize,
     /// In-distribution graphs evaluated during training (default 64).
     pub n_val: usize,
+    /// Evaluate (sweep, analysis) the weights with the best validation score — fully solved,
+    /// then node accuracy, the later step on ties — instead of the last step's (default true).
+    /// AdamW at a constant learning rate has loss spikes after the transition; the last step
+    /// can land in one.
+    #[serde(default = "default_true")]
+    pub select_best: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// One curriculum stage: for the first `steps` training steps after the previous stage,
@@ -195,7 +205,7 @@ impl Default for RecursiveStudy {
             },
             e2e_loops: 2,
             corruption: CorruptionConfig { batch_prob: 0.1, token_prob: 0.5, strategy: CorruptStrategy::Last },
-            eval: EvalConfig { sizes: vec![8, 16, 24, 32, 48, 64], n_graphs: 256, extra_steps: 2, batch: 64, n_val: 64 },
+            eval: EvalConfig { sizes: vec![8, 16, 24, 32, 48, 64], n_graphs: 256, extra_steps: 2, batch: 64, n_val: 64, select_best: true },
             variants: vec![
                 variant("discrete-ec", Method::Discrete, 3, true),
                 variant("discrete", Method::Discrete, 3, false),

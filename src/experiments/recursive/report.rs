@@ -65,6 +65,17 @@ pub fn write_report(o: &RecursiveOutcome) -> Result<(), StudyError> {
     ));
     r.heading("Claims");
     crate::experiments::claims::claims_table(&mut r, &o.claims);
+    let selected: Vec<String> = o
+        .variants
+        .iter()
+        .filter_map(|v| v.selected.map(|s| format!("{} step {} (validation solved {:.3}, node acc {:.3})", v.variant.name, s.step, s.val_solved, s.val_node_acc)))
+        .collect();
+    if !selected.is_empty() {
+        r.paragraph(format!(
+            "Evaluated weights (the best validation score of each run, `eval.select_best`): {}.",
+            selected.join("; ")
+        ));
+    }
 
     r.heading("Runs");
     let mut table = Vec::new();

@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::analysis::{analyze, AnalysisConfig, MechanismReport};
 use super::claims::{check_claims, Claim};
 use super::config::{RecursiveStudy, Variant};
-use super::task::{evaluate_set, graph_set, recovery_rate, RecursiveTask, SizeResult};
+use super::task::{evaluate_set, graph_set, recovery_rate, BestWeights, RecursiveTask, SizeResult, ValScore};
 use crate::config::to_toml;
 use crate::data::compgraph::CompGraphConfig;
 use crate::models::Recurrent;
@@ -31,6 +31,9 @@ pub struct VariantResult {
     pub final_loss: f64,
     /// Logged training records `(step, metrics)`.
     pub records: Vec<(u64, Metrics)>,
+    /// The evaluated weights' step and validation score when `eval.select_best` (else the
+    /// last step's weights are evaluated).
+    pub selected: Option<ValScore>,
     /// The OOD sweep, one entry per test size.
     pub sizes: Vec<SizeResult>,
 }
@@ -93,6 +96,7 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         stages: study.schedule(),
         all_transitions: study.all_transitions,
         shards: study.train.shards,
+        best: None,
     })
 }
 
@@ -119,7 +123,18 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, s
     if !quiet {
         eprintln!("[{}] training {} steps ({:?}, {} layers, EC {})", v.name, study.train.steps, v.method, v.n_layers, v.error_correction);
     }
+    if study.eval.select_best {
+        let best = vdir.join("best");
+        task.best = Some(BestWeights::open(&best, !study.resume).map_err(|e| io(&best, e))?);
+    }
     let summary = train_run(&mut task, &study.train, &opts, &mut sink)?;
+    let selected = match &task.best {
+        Some(best) => best.load_into(task.model.params())?,
+        None => None,
+    };
+    if let (Some(s), false) = (selected, quiet) {
+        eprintln!("[{}] evaluating the weights of step {} (validation: solved {:.3}, node acc {:.3})", v.name, s.step, s.val_solved, s.val_node_acc);
+    }
     let vocab = study.data.vocab();
     let mut sizes = Vec::new();
     for (n, set) in if sweep { test_sets(study) } else { Vec::new() } {
@@ -144,6 +159,7 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, s
         ms_per_step: 1000.0 * summary.seconds / summary.steps.max(1) as f64,
         final_loss: summary.final_loss,
         records: sink.records.clone(),
+        selected,
         sizes,
     };
     Ok((result, task.model))

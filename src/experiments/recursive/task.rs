@@ -328,6 +328,66 @@ pub fn graph_set(cfg: &CompGraphConfig, n: usize, seed: u64) -> Vec<Encoded> {
     (0..n).map(|_| encode(&sample_problem(cfg, &mut rng), &vocab).expect("generated graphs fit their vocabulary")).collect()
 }
 
+/// A validation score: fully solved, node accuracy, at a step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
+pub struct ValScore {
+    pub step: u64,
+    pub val_solved: f64,
+    pub val_node_acc: f64,
+}
+
+impl ValScore {
+    /// At least as good as `other` (fully solved, then node accuracy; equal counts, so the
+    /// later of two equal scores wins).
+    fn at_least(&self, other: &ValScore) -> bool {
+        (self.val_solved, self.val_node_acc) >= (other.val_solved, other.val_node_acc)
+    }
+}
+
+/// The weights with the best validation score so far, on disk (`dir/model.safetensors`,
+/// `dir/best.json`) so that a resumed run continues the same selection.
+pub struct BestWeights {
+    pub dir: std::path::PathBuf,
+    pub score: Option<ValScore>,
+}
+
+impl BestWeights {
+    /// Open `dir`; `fresh` forgets what an earlier run left there.
+    pub fn open(dir: &std::path::Path, fresh: bool) -> std::io::Result<Self> {
+        if fresh && dir.exists() {
+            std::fs::remove_dir_all(dir)?;
+        }
+        let score = std::fs::read_to_string(dir.join("best.json")).ok().and_then(|s| serde_json::from_str(&s).ok());
+        Ok(Self { dir: dir.to_path_buf(), score })
+    }
+
+    /// Keep `params` if `score` is at least as good as the best so far.
+    pub fn offer(&mut self, score: ValScore, params: &crate::nn::Params) -> Result<()> {
+        if self.score.is_some_and(|best| !score.at_least(&best)) {
+            return Ok(());
+        }
+        let fail = |e: std::io::Error| candle_core::Error::Msg(format!("{}: {e}", self.dir.display()));
+        std::fs::create_dir_all(&self.dir).map_err(fail)?;
+        let tensors: std::collections::HashMap<String, Tensor> = params.all_tensors().into_iter().collect();
+        let tmp = self.dir.join(".model.safetensors.tmp");
+        candle_core::safetensors::save(&tensors, &tmp)?;
+        std::fs::rename(&tmp, self.dir.join("model.safetensors")).map_err(fail)?;
+        let json = serde_json::to_string_pretty(&score).expect("score serialises");
+        crate::util::fsx::write_atomic(&self.dir.join("best.json"), json.as_bytes()).map_err(fail)?;
+        self.score = Some(score);
+        Ok(())
+    }
+
+    /// Load the kept weights into `params`; their score, or None if nothing was kept.
+    pub fn load_into(&self, params: &crate::nn::Params) -> Result<Option<ValScore>> {
+        let Some(score) = self.score else { return Ok(None) };
+        params
+            .load_safetensors(&self.dir.join("model.safetensors"))
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        Ok(Some(score))
+    }
+}
+
 /// The training task of one variant.
 pub struct RecursiveTask {
     pub model: Recurrent,
@@ -349,6 +409,8 @@ pub struct RecursiveTask {
     pub all_transitions: bool,
     /// Curriculum: `(first step after the stage, graphs)`, in order.
     pub stages: Vec<(u64, CompGraphConfig)>,
+    /// Where every evaluation offers its weights (`eval.select_best`).
+    pub best: Option<BestWeights>,
 }
 
 /// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count
@@ -527,6 +589,9 @@ impl Task for RecursiveTask {
         let mut m = Metrics::new();
         m.insert("val_solved".into(), r.solved);
         m.insert("val_node_acc".into(), r.node_acc);
+        if let Some(best) = &mut self.best {
+            best.offer(ValScore { step, val_solved: r.solved, val_node_acc: r.node_acc }, self.model.params())?;
+        }
         let window = self.due.steps;
         self.due.drain(&mut m);
         if self.verbose && window == 0.0 {
