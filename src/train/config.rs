@@ -17,6 +17,10 @@ pub enum ScheduleKind {
     Constant,
     /// Linear warmup then cosine decay to `min_lr_frac · lr`.
     Cosine,
+    /// Linear warmup, constant, then a cosine decay to `min_lr_frac · lr` over the last
+    /// `decay_steps` steps (warmup–stable–decay: the plateau phase keeps the full rate, the
+    /// end settles the weights).
+    ConstantThenCosine,
 }
 
 /// Training hyper-parameters.
@@ -41,8 +45,11 @@ pub struct TrainConfig {
     pub momentum: f64,
     /// Weight decay (default 0.01).
     pub weight_decay: f64,
-    /// constant | cosine (default cosine).
+    /// constant | cosine | constant_then_cosine (default cosine).
     pub schedule: ScheduleKind,
+    /// `constant_then_cosine`: length of the final decay (default 0).
+    #[serde(default)]
+    pub decay_steps: u64,
     /// Linear warmup steps (default 0).
     pub warmup_steps: u64,
     /// Cosine floor as a fraction of lr (default 0.1).
@@ -80,6 +87,7 @@ impl Default for TrainConfig {
             momentum: 0.9,
             weight_decay: 0.01,
             schedule: ScheduleKind::Cosine,
+            decay_steps: 0,
             warmup_steps: 0,
             min_lr_frac: 0.1,
             clip_norm: 1.0,
@@ -105,6 +113,15 @@ impl TrainConfig {
                 let floor = self.min_lr_frac * self.lr;
                 floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
             }
+            ScheduleKind::ConstantThenCosine => {
+                let start = self.steps.saturating_sub(self.decay_steps).max(self.warmup_steps);
+                if step < start {
+                    return self.lr;
+                }
+                let progress = ((step - start) as f64 / self.steps.saturating_sub(start).max(1) as f64).min(1.0);
+                let floor = self.min_lr_frac * self.lr;
+                floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
+            }
         }
     }
 }
@@ -124,6 +141,7 @@ impl Validate for TrainConfig {
         check(self.clip_norm >= 0.0, "train.clip_norm", "must be ≥ 0 (0 = off)")?;
         check(self.log_every > 0, "train.log_every", "must be > 0")?;
         check(self.warmup_steps <= self.steps, "train.warmup_steps", "must be ≤ train.steps")?;
+        check(self.decay_steps <= self.steps, "train.decay_steps", "must be ≤ train.steps")?;
         Ok(())
     }
 }
@@ -131,6 +149,18 @@ impl Validate for TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn constant_then_cosine_decays_only_at_the_end() {
+        let c = TrainConfig { steps: 100, warmup_steps: 10, decay_steps: 20, lr: 1.0, min_lr_frac: 0.1, schedule: ScheduleKind::ConstantThenCosine, ..Default::default() };
+        assert!((c.lr_at(5) - 0.6).abs() < 1e-12);
+        assert_eq!(c.lr_at(10), 1.0);
+        assert_eq!(c.lr_at(79), 1.0);
+        assert_eq!(c.lr_at(80), 1.0);
+        assert!((c.lr_at(90) - 0.55).abs() < 1e-12);
+        assert!((c.lr_at(100) - 0.1).abs() < 1e-12);
+        assert!(c.lr_at(95) < c.lr_at(85));
+    }
 
     #[test]
     fn warmup_then_cosine() {
