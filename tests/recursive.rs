@@ -339,6 +339,11 @@ fn the_documented_transition_recipe_loads() {
     assert_eq!((s.train.steps, s.train.weight_decay, s.data.n_nodes, s.train.shards), (30000, 0.01, 12, 1));
     assert_eq!(s.variants.len(), 1);
     assert_eq!(s.curriculum[0].max_fan_in, Some(1));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recursive-ladder.toml");
+    let s: RecursiveStudy = latentlab::config::load_over(RecursiveStudy::default(), Some(&path), &[]).expect("docs/recursive-ladder.toml loads");
+    assert_eq!((s.train.steps, s.train.decay_steps, s.data.n_nodes, s.data.max_depth), (30000, 6000, 12, 3));
+    assert_eq!((s.variants.len(), s.eval.sizes.clone(), s.eval.select_best), (5, vec![12, 24, 48], true));
+    assert!(s.interp.enabled && s.curriculum[0].max_fan_in == Some(1));
 }
 
 #[test]
