@@ -337,6 +337,7 @@ fn the_documented_transition_recipe_loads() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recursive-transition.toml");
     let s: RecursiveStudy = latentlab::config::load_over(RecursiveStudy::quick(), Some(&path), &[]).expect("docs/recursive-transition.toml loads");
     assert_eq!((s.train.steps, s.train.weight_decay, s.data.n_nodes, s.train.shards), (30000, 0.01, 12, 1));
+    assert_eq!((s.train.schedule, s.train.decay_steps), (latentlab::train::ScheduleKind::ConstantThenCosine, 6000));
     assert_eq!(s.variants.len(), 1);
     assert_eq!(s.curriculum[0].max_fan_in, Some(1));
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/recursive-ladder.toml");
