@@ -1,4 +1,10 @@
-//! Where free-running recurrent solving leaves the teacher trajectory (diagnostic).
+//! Diagnostic for a recursive-study checkpoint: its one-step accuracy on fresh training
+//! batches (`Task::train_loss`), its teacher-forced errors at every step t by kind (a value
+//! written too early, left empty, wrong at a due node, or a finished value changed), and the
+//! step at which free iteration first leaves the teacher trajectory. It showed that the c13
+//! run's last weights sat in a loss spike (docs/recursive-calibration.md).
+//!
+//!   cargo run --release --example recursive_trajectory -- CHECKPOINT [N] [DEPTH_CAP]
 use latentlab::data::compgraph::{CompGraphConfig, VALUE_FACTOR};
 use latentlab::experiments::recursive::checkpoint::RecursiveRun;
 use latentlab::experiments::recursive::task::{final_batch, graph_set, run_states, transition_batch_at};
