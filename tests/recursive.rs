@@ -409,3 +409,37 @@ fn the_best_validation_weights_are_kept_and_reloaded() -> Result<()> {
     assert!(BestWeights::open(&path, true).unwrap().score.is_none() && !path.exists());
     Ok(())
 }
+
+#[test]
+fn variants_side_by_side_give_the_sequential_numbers() {
+    let mut study = tiny_study();
+    study.train.steps = 8;
+    study.train.eval_every = 4;
+    study.variants.retain(|v| v.name == "discrete-ec" || v.name == "continuous");
+    study.data.modulus = 7;
+    study.interp.d_model = 16;
+    study.interp.n_heads = 2;
+    study.interp.contexts = 1;
+    study.interp.family_size = 4;
+    study.interp.fourier = false;
+    let base = std::env::temp_dir().join(format!("latentlab-rec-par-{}", std::process::id()));
+    let run = |name: &str, parallel: bool| {
+        let mut s = study.clone();
+        s.name = name.into();
+        s.out_dir = base.display().to_string();
+        s.parallel_variants = parallel;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| latentlab::experiments::recursive::reproduce(&s, true, true).expect("runs"))
+    };
+    let (seq, par) = (run("sequential", false), run("parallel", true));
+    let names = |o: &latentlab::experiments::recursive::RecursiveOutcome| o.variants.iter().map(|v| v.variant.name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&seq), names(&par), "results come back in config order");
+    for (a, b) in seq.variants.iter().zip(&par.variants) {
+        assert_eq!(serde_json::to_string(&a.sizes).unwrap(), serde_json::to_string(&b.sizes).unwrap(), "{}", a.variant.name);
+        assert_eq!(serde_json::to_string(&a.records).unwrap(), serde_json::to_string(&b.records).unwrap(), "{}", a.variant.name);
+    }
+    let measured = |o: &latentlab::experiments::recursive::RecursiveOutcome| o.claims.iter().map(|c| c.measured.clone()).collect::<Vec<_>>();
+    assert_eq!(measured(&seq), measured(&par));
+    assert!(par.mechanism.is_some());
+    std::fs::remove_dir_all(&base).ok();
+}

@@ -163,10 +163,18 @@ pub struct RecursiveStudy {
     /// The mechanism-analysis model (claims R7–R10).
     #[serde(default)]
     pub interp: InterpConfig,
+    /// Run the variants and the interp model side by side, one single-threaded worker per
+    /// core (default true; the numbers equal a sequential run's).
+    #[serde(default = "yes")]
+    pub parallel_variants: bool,
     /// Continue each variant from the latest checkpoint in its folder (`--resume`; not a
     /// config key).
     #[serde(skip)]
     pub resume: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
@@ -219,6 +227,7 @@ impl Default for RecursiveStudy {
             curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1) }],
             all_transitions: false,
             interp: InterpConfig::default(),
+            parallel_variants: true,
             resume: false,
         }
     }

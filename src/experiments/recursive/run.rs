@@ -17,6 +17,7 @@ use crate::data::compgraph::CompGraphConfig;
 use crate::models::Recurrent;
 use crate::train::{run as train_run, Metrics, MetricsSink, RunOptions};
 use crate::util::fsx::write_atomic;
+use crate::experiments::pool::run_jobs;
 
 pub use crate::experiments::error::StudyError;
 use crate::experiments::error::io;
@@ -100,12 +101,21 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
     })
 }
 
-fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool) -> Result<VariantResult, StudyError> {
-    Ok(train_variant(study, v, dir, quiet, true)?.0)
+/// How a variant reports progress: nothing, its own lines (prefixed with its name), or
+/// those plus the training loop's progress bar (only when it runs alone).
+#[derive(Clone, Copy)]
+struct Log {
+    quiet: bool,
+    bar: bool,
+}
+
+fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log) -> Result<VariantResult, StudyError> {
+    Ok(train_variant(study, v, dir, log, true)?.0)
 }
 
 /// Train `v`; with `sweep`, also run the OOD sweep. Returns the trained model too.
-fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, sweep: bool) -> Result<(VariantResult, Recurrent), StudyError> {
+fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, sweep: bool) -> Result<(VariantResult, Recurrent), StudyError> {
+    let quiet = log.quiet;
     let mut task = task_for(study, v)?;
     task.verbose = !quiet;
     let vdir = dir.join(&v.name);
@@ -117,7 +127,7 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, s
         seed: study.seed,
         resume: study.resume,
         config_text: to_toml(&super::checkpoint::RecursiveRun { study: study.clone(), variant: v.clone() }),
-        quiet,
+        quiet: quiet || !log.bar,
         stop_after: None,
     };
     if !quiet {
@@ -166,11 +176,12 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, quiet: bool, s
 }
 
 /// Train the 2-layer interpretability model (`study.interp`) and analyse it (spec §8.2).
-fn run_interp(study: &RecursiveStudy, dir: &Path, quiet: bool) -> Result<Option<MechanismReport>, StudyError> {
+fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<MechanismReport>, StudyError> {
     let ic = &study.interp;
     if !ic.enabled {
         return Ok(None);
     }
+    let quiet = log.quiet;
     let mut s = study.clone();
     s.model.d_model = ic.d_model;
     s.model.n_heads = ic.n_heads;
@@ -178,7 +189,7 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, quiet: bool) -> Result<Option<
         s.train.steps = ic.steps;
     }
     let v = Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false };
-    let (_, model) = train_variant(&s, &v, dir, quiet, false)?;
+    let (_, model) = train_variant(&s, &v, dir, log, false)?;
     let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
     let report = analyze(&model, &study.data, &acfg)?;
     if !quiet {
@@ -192,6 +203,74 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, quiet: bool) -> Result<Option<
     Ok(Some(report))
 }
 
+/// One job of the study: a ladder variant or the interpretability model.
+enum JobResult {
+    Variant(Box<VariantResult>),
+    Interp(Option<Box<MechanismReport>>),
+}
+
+/// Every variant and the interpretability model. With `parallel_variants` and more than
+/// one core, the jobs run most expensive first on one single-threaded worker per core
+/// (every kernel is thread-count independent, so the numbers equal a sequential run's).
+fn run_jobs_of(study: &RecursiveStudy, dir: &Path, quiet: bool) -> Result<(Vec<VariantResult>, Option<MechanismReport>), StudyError> {
+    let n = study.variants.len();
+    let jobs = n + usize::from(study.interp.enabled);
+    let workers = if study.parallel_variants { rayon::current_num_threads().min(jobs) } else { 1 };
+    let log = Log { quiet, bar: workers <= 1 };
+    let order = if workers <= 1 {
+        (0..jobs).collect()
+    } else {
+        let mut order: Vec<usize> = (0..jobs).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(job_cost(study, i)));
+        order
+    };
+    let results = run_jobs(
+        order,
+        workers,
+        |i| match study.variants.get(i) {
+            Some(v) => Ok(JobResult::Variant(Box::new(run_variant(study, v, dir, log)?))),
+            None => Ok(JobResult::Interp(run_interp(study, dir, log)?.map(Box::new))),
+        },
+        |i, _| {
+            if !quiet && workers > 1 {
+                eprintln!("[{}] done", study.variants.get(i).map_or("interp", |v| v.name.as_str()));
+            }
+        },
+    )?;
+    let mut variants = Vec::with_capacity(n);
+    let mut mechanism = None;
+    for r in results {
+        match r {
+            JobResult::Variant(v) => variants.push(*v),
+            JobResult::Interp(m) => mechanism = m.map(|m| *m),
+        }
+    }
+    Ok((variants, mechanism))
+}
+
+/// Relative cost of job `i` (variants by index, then the interp model): steps × layers ×
+/// d² × block applications per step (backpropagated loops for the continuous methods).
+fn job_cost(study: &RecursiveStudy, i: usize) -> u64 {
+    use super::config::Method;
+    let d = study.model.d_model as u64;
+    let loops_cont = study.data.max_depth as u64 + 1;
+    match study.variants.get(i) {
+        Some(v) => {
+            let loops = match v.method {
+                Method::Discrete | Method::FeedForward => 1,
+                Method::Continuous => loops_cont,
+                Method::RecurrentE2e => study.e2e_loops as u64,
+            };
+            study.train.steps * v.n_layers as u64 * d * d * loops
+        }
+        None => {
+            let ic = &study.interp;
+            let steps = if ic.steps > 0 { ic.steps } else { study.train.steps };
+            steps * ic.n_layers as u64 * (ic.d_model * ic.d_model) as u64
+        }
+    }
+}
+
 /// Train every variant, run the OOD sweep, check the claims, write the results.
 pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<RecursiveOutcome, StudyError> {
     let t0 = Instant::now();
@@ -199,8 +278,7 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let cfg_path = dir.join("config.toml");
     write_atomic(&cfg_path, to_toml(study).as_bytes()).map_err(|e| io(&cfg_path, e))?;
-    let variants = study.variants.iter().map(|v| run_variant(study, v, &dir, quiet)).collect::<Result<Vec<_>, _>>()?;
-    let mechanism = run_interp(study, &dir, quiet)?;
+    let (variants, mechanism) = run_jobs_of(study, &dir, quiet)?;
     let mut outcome = RecursiveOutcome {
         dir: dir.clone(),
         quick,
