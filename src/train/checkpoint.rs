@@ -50,6 +50,9 @@ pub struct Manifest {
     pub rng: RngState,
     /// The run's resolved config (TOML text).
     pub config: String,
+    /// Completed steps when `train.decay_trigger` fired (None: not fired).
+    #[serde(default)]
+    pub decay_start: Option<u64>,
 }
 
 /// A checkpoint directory.

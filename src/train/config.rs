@@ -50,6 +50,11 @@ pub struct TrainConfig {
     /// `constant_then_cosine`: length of the final decay (default 0).
     #[serde(default)]
     pub decay_steps: u64,
+    /// `constant_then_cosine`: start the decay early, at the first evaluation whose
+    /// metric reaches a threshold; the run then ends `decay_steps` later (default none:
+    /// the decay fills the last `decay_steps` of `steps`).
+    #[serde(default)]
+    pub decay_trigger: Option<DecayTrigger>,
     /// Linear warmup steps (default 0).
     pub warmup_steps: u64,
     /// Cosine floor as a fraction of lr (default 0.1).
@@ -70,6 +75,15 @@ pub struct TrainConfig {
     pub shards: usize,
 }
 
+/// When a validation metric reaches `at_least`, the final decay starts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecayTrigger {
+    /// A metric the task's evaluation reports (e.g. `val_solved`).
+    pub metric: String,
+    pub at_least: f64,
+}
+
 fn one() -> usize {
     1
 }
@@ -88,6 +102,7 @@ impl Default for TrainConfig {
             weight_decay: 0.01,
             schedule: ScheduleKind::Cosine,
             decay_steps: 0,
+            decay_trigger: None,
             warmup_steps: 0,
             min_lr_frac: 0.1,
             clip_norm: 1.0,
@@ -102,6 +117,18 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Learning rate at 0-based `step`.
     pub fn lr_at(&self, step: u64) -> f64 {
+        self.lr_at_with(step, None)
+    }
+
+    /// The last step of a run whose decay `decay_trigger` started after `decay_start`
+    /// completed steps (`steps` when it has not fired).
+    pub fn end_with(&self, decay_start: Option<u64>) -> u64 {
+        decay_start.map_or(self.steps, |s| (s + self.decay_steps).min(self.steps))
+    }
+
+    /// Learning rate at 0-based `step` when the decay trigger fired after `decay_start`
+    /// completed steps (None: the decay fills the last `decay_steps`).
+    pub fn lr_at_with(&self, step: u64, decay_start: Option<u64>) -> f64 {
         if step < self.warmup_steps {
             return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
         }
@@ -114,11 +141,12 @@ impl TrainConfig {
                 floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
             }
             ScheduleKind::ConstantThenCosine => {
-                let start = self.steps.saturating_sub(self.decay_steps).max(self.warmup_steps);
+                let end = self.end_with(decay_start);
+                let start = end.saturating_sub(self.decay_steps).max(self.warmup_steps);
                 if step < start {
                     return self.lr;
                 }
-                let progress = ((step - start) as f64 / self.steps.saturating_sub(start).max(1) as f64).min(1.0);
+                let progress = ((step - start) as f64 / end.saturating_sub(start).max(1) as f64).min(1.0);
                 let floor = self.min_lr_frac * self.lr;
                 floor + 0.5 * (self.lr - floor) * (1.0 + (std::f64::consts::PI * progress).cos())
             }
@@ -142,6 +170,15 @@ impl Validate for TrainConfig {
         check(self.log_every > 0, "train.log_every", "must be > 0")?;
         check(self.warmup_steps <= self.steps, "train.warmup_steps", "must be ≤ train.steps")?;
         check(self.decay_steps <= self.steps, "train.decay_steps", "must be ≤ train.steps")?;
+        if let Some(t) = &self.decay_trigger {
+            check(
+                self.schedule == ScheduleKind::ConstantThenCosine && self.decay_steps > 0,
+                "train.decay_trigger",
+                "needs train.schedule = \"constant_then_cosine\" and train.decay_steps > 0",
+            )?;
+            check(!t.metric.is_empty(), "train.decay_trigger.metric", "must name an evaluation metric")?;
+            check(t.at_least.is_finite(), "train.decay_trigger.at_least", "must be a finite number")?;
+        }
         Ok(())
     }
 }
@@ -160,6 +197,16 @@ mod tests {
         assert!((c.lr_at(90) - 0.55).abs() < 1e-12);
         assert!((c.lr_at(100) - 0.1).abs() < 1e-12);
         assert!(c.lr_at(95) < c.lr_at(85));
+    }
+
+    #[test]
+    fn a_decay_trigger_needs_the_constant_then_cosine_schedule() {
+        let trigger = Some(DecayTrigger { metric: "val_solved".into(), at_least: 0.5 });
+        let bad = TrainConfig { decay_trigger: trigger.clone(), ..Default::default() };
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("train.decay_trigger") && err.contains("constant_then_cosine"), "{err}");
+        let good = TrainConfig { decay_trigger: trigger, schedule: ScheduleKind::ConstantThenCosine, decay_steps: 10, ..Default::default() };
+        assert!(good.validate().is_ok());
     }
 
     #[test]

@@ -16,7 +16,7 @@ pub mod run_config;
 pub mod shards;
 
 pub use checkpoint::Checkpoint;
-pub use config::{OptimizerKind, ScheduleKind, TrainConfig};
+pub use config::{DecayTrigger, OptimizerKind, ScheduleKind, TrainConfig};
 pub use error::TrainError;
 pub use metrics::{Metrics, MetricsSink};
 pub use optim::Optimizer;

@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::checkpoint::{Checkpoint, Manifest, RngState};
-use super::config::TrainConfig;
+use super::config::{ScheduleKind, TrainConfig};
 use super::error::TrainError;
 use super::metrics::{Metrics, MetricsSink};
 use super::optim::Optimizer;
@@ -80,15 +80,17 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
     let mut opt = Optimizer::new(cfg.optimizer);
     let mut start = 0;
+    let mut decay_start = None;
     if opts.resume {
         if let Some(ck) = ckpt_root.as_ref().map(|r| Checkpoint::latest(r)).transpose()?.flatten() {
             ck.load_params(task.params())?;
             opt = ck.load_optimizer(task.params().device())?;
             rng = ck.manifest.rng.restore();
             start = ck.manifest.step;
+            decay_start = ck.manifest.decay_start;
         }
     }
-    let save = |step: u64, opt: &Optimizer, rng: &ChaCha8Rng, params: &Params| -> Result<(), TrainError> {
+    let save = |step: u64, opt: &Optimizer, rng: &ChaCha8Rng, params: &Params, decay_start: Option<u64>| -> Result<(), TrainError> {
         if let Some(root) = &ckpt_root {
             let manifest = Manifest {
                 crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -97,6 +99,7 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
                 optimizer_t: opt.t,
                 rng: RngState::of(rng),
                 config: opts.config_text.clone(),
+                decay_start,
             };
             Checkpoint::save(root, params, opt, manifest)?;
         }
@@ -111,9 +114,12 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
         last_eval = task.evaluate(0)?;
         sink.log(0, last_eval.clone())?;
     }
-    let end = opts.stop_after.map_or(cfg.steps, |s| s.min(cfg.steps));
-    for step in start..end {
-        let lr = cfg.lr_at(step);
+    // The run's last step (earlier once a decay trigger fires) and where this call stops.
+    let mut last = cfg.end_with(decay_start);
+    let stop = |last: u64| opts.stop_after.map_or(last, |s| s.min(last));
+    let mut step = start;
+    while step < stop(last) {
+        let lr = cfg.lr_at_with(step, decay_start);
         let (loss_value, grads, mut metrics) = task.train_grads(step, &mut rng)?;
         if !loss_value.is_finite() {
             return Err(TrainError::NonFiniteLoss { step: step + 1, value: loss_value });
@@ -126,24 +132,32 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
         let done = step + 1;
         progress.tick(done, loss_value);
         let mut logged = false;
-        if done % cfg.log_every == 0 || done == cfg.steps {
+        if done % cfg.log_every == 0 || done == last {
             metrics.insert("loss".into(), loss_value);
             metrics.insert("lr".into(), lr);
             metrics.insert("grad_norm".into(), norm);
             logged = true;
         }
-        if task.eval_due(done, cfg) || done == cfg.steps {
+        if task.eval_due(done, cfg) || done == last {
             last_eval = task.evaluate(done)?;
             metrics.extend(last_eval.iter().map(|(k, v)| (k.clone(), *v)));
             logged = true;
+            if let Some(t) = cfg.decay_trigger.as_ref().filter(|_| decay_start.is_none() && cfg.schedule == ScheduleKind::ConstantThenCosine) {
+                if last_eval.get(&t.metric).is_some_and(|v| *v >= t.at_least) && done + cfg.decay_steps < last {
+                    decay_start = Some(done);
+                    last = cfg.end_with(decay_start);
+                    metrics.insert("decay_start".into(), done as f64);
+                }
+            }
         }
         if logged {
             sink.log(done, metrics)?;
         }
-        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == end {
-            save(done, &opt, &rng, task.params())?;
+        if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == stop(last) {
+            save(done, &opt, &rng, task.params(), decay_start)?;
         }
+        step = done;
     }
     progress.finish();
-    Ok(TrainSummary { steps: end, final_loss, seconds: t0.elapsed().as_secs_f64(), last_eval })
+    Ok(TrainSummary { steps: step, final_loss, seconds: t0.elapsed().as_secs_f64(), last_eval })
 }
