@@ -42,25 +42,29 @@ impl Geometry {
     }
 }
 
-/// P = causal softmax(scale·Q_bh·K_bgᵀ + B_h) into `p` (t×s, row-major).
+/// Each head's bias row reversed (`rev[h·w + w − 1 − d]` = B_h[d]), so that the near keys
+/// of a query read one contiguous slice. Built once per call of the op.
+fn reversed(bias: &[f32], w: usize) -> Vec<f32> {
+    bias.chunks_exact(w).flat_map(|bh| bh.iter().rev().copied()).collect()
+}
+
+/// P = causal softmax(scale·Q_bh·K_bgᵀ + B_h) into `p` (t×s, row-major); `rev` = `reversed(bias)`.
 #[allow(clippy::too_many_arguments)]
-fn pattern(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], b: usize, h: usize, kvh: usize, p: &mut [f32]) {
+fn pattern(g: &Geometry, q: &[f32], kv: &[f32], rev: &[f32], b: usize, h: usize, kvh: usize, p: &mut [f32]) {
     let (t, s, dh, w) = (g.q_len, g.k_len, g.d_head, g.window);
     let qp = q[b * t * g.q_row() + h * dh..].as_ptr();
     let kp = kv[b * s * g.kv_row() + kvh * dh..].as_ptr();
     // SAFETY: Q_bh is t×dh with row stride q_row; K_bgᵀ is dh×s with col stride kv_row.
     unsafe { mm_scaled(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row(), g.scale) };
-    let bh = &bias[h * w..(h + 1) * w];
-    // Bias by key order: key j of query qpos (qpos − j < w − 1) takes rev[w − 1 − (qpos − j)],
-    // so the near keys read one contiguous slice.
-    let rev: Vec<f32> = bh.iter().rev().copied().collect();
+    // Bias by key order: key j of query qpos (qpos − j < w − 1) takes rev[w − 1 − (qpos − j)].
+    let rev = &rev[h * w..(h + 1) * w];
     let offset = s - t;
     wide(#[inline(always)] || for (i, row) in p.chunks_exact_mut(s).enumerate() {
         let qpos = i + offset;
         let (live, masked) = row.split_at_mut((qpos + 1).min(s));
         // Keys 0..=qpos−(w−1) share the far bucket; the last w−1 keys have their own.
         let near = qpos.saturating_sub(w - 1);
-        let far = bh[w - 1];
+        let far = rev[0];
         for x in &mut live[..near] {
             *x += far;
         }
@@ -85,6 +89,8 @@ fn forward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32]) -> Vec<f32> {
     let mut z = vec![0.0f32; g.batch * t * g.q_row()];
     let zp = SyncPtr(z.as_mut_ptr());
     let group = g.n_heads / g.n_kv_heads;
+    let rev = reversed(bias, g.window);
+    let rev = &rev[..];
     (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
         || vec![0.0f32; t * s],
         |p, task| {
@@ -92,7 +98,7 @@ fn forward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32]) -> Vec<f32> {
             let zp = zp;
             let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
             for h in kvh * group..(kvh + 1) * group {
-                pattern(g, q, kv, bias, b, h, kvh, p);
+                pattern(g, q, kv, rev, b, h, kvh, p);
                 let vp = kv[b * s * g.kv_row() + g.v_col() + kvh * dh..].as_ptr();
                 // SAFETY: Z_bh is this task's own t×dh block (row stride q_row).
                 unsafe {
@@ -113,6 +119,8 @@ fn backward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], dz: &[f32]) -> (V
     let (dqp, dkvp) = (SyncPtr(dq.as_mut_ptr()), SyncPtr(dkv.as_mut_ptr()));
     let group = g.n_heads / g.n_kv_heads;
     let offset = s - t;
+    let rev = reversed(bias, w);
+    let rev = &rev[..];
     let partials: Vec<(usize, Vec<f32>)> = (0..g.batch * g.n_kv_heads)
         .into_par_iter()
         .map_init(
@@ -125,7 +133,7 @@ fn backward(g: &Geometry, q: &[f32], kv: &[f32], bias: &[f32], dz: &[f32]) -> (V
                 let mut db = vec![0.0f32; group * w];
                 for (hi, h) in (kvh * group..(kvh + 1) * group).enumerate() {
                     let q_off = b * t * g.q_row() + h * dh;
-                    pattern(g, q, kv, bias, b, h, kvh, p);
+                    pattern(g, q, kv, rev, b, h, kvh, p);
                     // SAFETY: all blocks are in bounds; dQ_bh and this kv head's dK, dV belong to this task.
                     unsafe {
                         let dzp = dz.as_ptr().add(q_off);
