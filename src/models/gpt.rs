@@ -138,6 +138,7 @@ impl GptConfig {
                 rel_pos: self.rel_pos,
                 rel_bias: 0,
                 rel_bias_gain: 1.0,
+                rel_bias_init_std: 0.0,
             },
             mlp: MlpConfig {
                 d_model: self.d_model,

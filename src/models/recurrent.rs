@@ -42,6 +42,10 @@ pub struct RecurrentConfig {
     /// Gain of the distance bias (`AttentionConfig::rel_bias_gain`; default 1).
     #[serde(default = "unit")]
     pub pos_bias_gain: f64,
+    /// Standard deviation of the distance-bias table's initial entries, before the gain
+    /// (`AttentionConfig::rel_bias_init_std`; default 0 = zeros).
+    #[serde(default)]
+    pub pos_bias_init_std: f64,
 }
 
 fn unit() -> f64 {
@@ -50,7 +54,7 @@ fn unit() -> f64 {
 
 impl Default for RecurrentConfig {
     fn default() -> Self {
-        Self { factor_sizes: vec![7, 65, 2, 25], d_model: 64, n_layers: 3, n_heads: 4, d_mlp: 256, rope_frac: 0.5, rope_base: 10000.0, max_seq_len: 1024, pos_bias_window: 32, pos_bias_gain: 1.0 }
+        Self { factor_sizes: vec![7, 65, 2, 25], d_model: 64, n_layers: 3, n_heads: 4, d_mlp: 256, rope_frac: 0.5, rope_base: 10000.0, max_seq_len: 1024, pos_bias_window: 32, pos_bias_gain: 1.0, pos_bias_init_std: 0.0 }
     }
 }
 
@@ -86,6 +90,7 @@ impl RecurrentConfig {
                 rel_pos: 0,
                 rel_bias: self.pos_bias_window,
                 rel_bias_gain: self.pos_bias_gain,
+                rel_bias_init_std: self.pos_bias_init_std,
             },
             mlp: MlpConfig { d_model: self.d_model, d_mlp: self.d_mlp, kind: FfnKind::Mlp, act: Act::Relu, bias: true, init: InitScheme::Pytorch },
             norm: NormKind::Layer,

@@ -48,6 +48,10 @@ pub struct AttentionConfig {
     /// pattern in as many steps as the multiplicative q·k terms (default 1).
     #[serde(default = "unit_gain")]
     pub rel_bias_gain: f64,
+    /// Standard deviation of the distance-bias table's initial entries (before the
+    /// gain); 0 = zeros, every head starting position-blind (default 0).
+    #[serde(default)]
+    pub rel_bias_init_std: f64,
 }
 
 fn unit_gain() -> f64 {
@@ -181,7 +185,8 @@ impl Attention {
         } else {
             None
         };
-        let rel_bias = if cfg.rel_bias > 0 { Some(vb.get((h, cfg.rel_bias), "rel_bias", super::params::Init::Zeros, false)?) } else { None };
+        let bias_init = if cfg.rel_bias_init_std > 0.0 { super::params::Init::Normal { std: cfg.rel_bias_init_std } } else { super::params::Init::Zeros };
+        let rel_bias = if cfg.rel_bias > 0 { Some(vb.get((h, cfg.rel_bias), "rel_bias", bias_init, false)?) } else { None };
         Ok(Self { q_proj, k_proj, v_proj, out_proj, rope, rel, rel_bias, cfg: cfg.clone(), layer })
     }
 
@@ -415,8 +420,26 @@ mod cond_tests {
             rel_pos: 0,
             rel_bias: 0,
             rel_bias_gain: 1.0,
+            rel_bias_init_std: 0.0,
         };
         Attention::new(&cfg, 0, &Params::new(seed, &Device::Cpu).root())
+    }
+
+    #[test]
+    fn the_distance_bias_starts_at_zero_or_at_the_requested_spread() -> Result<()> {
+        let table = |std: f64| -> Result<Vec<f32>> {
+            let cfg = AttentionConfig { rel_bias: 16, rel_bias_gain: 10.0, rel_bias_init_std: std, ..layer(0)?.cfg };
+            let params = Params::new(7, &Device::Cpu);
+            Attention::new(&cfg, 0, &params.root())?;
+            params.get("rel_bias").expect("the table is a parameter").flatten_all()?.to_vec1::<f32>()
+        };
+        assert!(table(0.0)?.iter().all(|&x| x == 0.0));
+        let t = table(0.5)?;
+        let mean = t.iter().map(|&x| x as f64).sum::<f64>() / t.len() as f64;
+        let sd = (t.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / t.len() as f64).sqrt();
+        assert_eq!(t.len(), 2 * 16);
+        assert!((0.3..0.7).contains(&sd), "sample sd {sd} for std 0.5");
+        Ok(())
     }
 
     #[test]
