@@ -14,6 +14,7 @@ use rand::SeedableRng;
 
 const VAR: usize = 1;
 
+#[allow(clippy::needless_range_loop)] // k indexes several parallel arrays of the encoded graph
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: recursive_copy_attention CHECKPOINT [N] [DEPTH_CAP]"))?;
