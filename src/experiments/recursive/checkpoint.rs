@@ -27,15 +27,24 @@ pub struct RecursiveRun {
 
 impl RecursiveRun {
     /// The run stored in `ck`, or None when `ck` was written by something else.
-    pub fn of(ck: &Checkpoint) -> Option<Self> {
-        toml::from_str(&ck.manifest.config).ok()
+    /// The run stored in `ck`'s manifest: None when the checkpoint is not a recursive
+    /// study's (no `[study]` and `[variant]` tables); an error naming the checkpoint when it
+    /// is one but its config does not parse (e.g. written by a newer latentlab).
+    pub fn of(ck: &Checkpoint) -> Result<Option<Self>, StudyError> {
+        let Ok(value) = ck.manifest.config.parse::<toml::Table>() else { return Ok(None) };
+        if !(value.contains_key("study") && value.contains_key("variant")) {
+            return Ok(None);
+        }
+        toml::from_str(&ck.manifest.config)
+            .map(Some)
+            .map_err(|e| StudyError::Invalid(format!("{}: the recursive-study config in manifest.json does not parse: {}", ck.dir.display(), e.message())))
     }
 
     /// Open the checkpoint at `path` when it is a recursive-study checkpoint: the run and
     /// its model with the stored weights. `Ok(None)` for other checkpoints.
     pub fn open(path: &Path) -> Result<Option<(Self, Recurrent, Checkpoint)>, StudyError> {
         let ck = Checkpoint::open(path)?;
-        let Some(run) = Self::of(&ck) else { return Ok(None) };
+        let Some(run) = Self::of(&ck)? else { return Ok(None) };
         let model = Recurrent::new(&run.study.model_for(&run.variant), run.study.seed, &Device::Cpu)?;
         ck.load_params(model.params())?;
         Ok(Some((run, model, ck)))
@@ -115,5 +124,36 @@ impl RecursiveRun {
             }
         }
         Ok((summary, rows))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::checkpoint::{Manifest, RngState};
+    use rand::SeedableRng;
+
+    fn checkpoint(config: &str) -> Checkpoint {
+        let rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+        let manifest = Manifest {
+            crate_version: "0".into(),
+            step: 1,
+            optimizer: crate::train::OptimizerKind::Adamw,
+            optimizer_t: 1,
+            rng: RngState::of(&rng),
+            config: config.into(),
+            decay_start: None,
+        };
+        Checkpoint { dir: "runs/x/checkpoints/step_00000001".into(), manifest }
+    }
+
+    #[test]
+    fn a_recursive_config_that_does_not_parse_is_an_error_not_a_foreign_checkpoint() {
+        let good = crate::config::to_toml(&RecursiveRun { study: RecursiveStudy::quick(), variant: RecursiveStudy::quick().variants[0].clone() });
+        assert!(RecursiveRun::of(&checkpoint(&good)).unwrap().is_some());
+        assert!(RecursiveRun::of(&checkpoint("name = \"lm\"\n[train]\nsteps = 3\n")).unwrap().is_none(), "another kind of run");
+        let newer = good.replace("[study.model]\n", "[study.model]\nfuture_key = 1\n");
+        let err = RecursiveRun::of(&checkpoint(&newer)).unwrap_err().to_string();
+        assert!(err.contains("step_00000001") && err.contains("future_key"), "{err}");
     }
 }
