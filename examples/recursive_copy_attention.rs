@@ -1,11 +1,12 @@
-//! Diagnostic for a recursive-study checkpoint: where the attention of a due single-parent
-//! ("copy") node goes. For each due copy node (teacher-forced state S_t, t = its depth) it
-//! splits every head's attention from the node's RHS position over: the parent's defining
-//! RHS position (which holds the value to copy), the parent's other occurrences as an
-//! operand (which hold no value), the node's own operand token, and everything else. It
-//! separates the copy plateau (the fetch is unreliable) from a model that fetches well.
+//! Diagnostic for a recursive-study checkpoint: where the attention of a due node with P
+//! parents goes (P = 1, "copy", by default). For each such node (teacher-forced state S_t,
+//! t = its depth) it splits every head's attention from the node's RHS position over: each
+//! parent's defining RHS position by operand slot (which holds the value to fetch), the
+//! parents' other occurrences as operands elsewhere (which hold no value), the node's own
+//! operand tokens, and everything else. It separates a plateau (the fetch is unreliable)
+//! from a model that fetches well.
 //!
-//!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP]
+//!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP] [P]
 use latentlab::data::compgraph::{CompGraphConfig, VALUE_FACTOR};
 use latentlab::experiments::recursive::checkpoint::RecursiveRun;
 use latentlab::experiments::recursive::task::{graph_set, transition_batch_at};
@@ -20,6 +21,8 @@ fn main() -> anyhow::Result<()> {
     let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: recursive_copy_attention CHECKPOINT [N] [DEPTH_CAP]"))?;
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(12);
     let cap: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
+    let n_par: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let buckets = n_par + 3;
     let (run, model, _) = RecursiveRun::open(std::path::Path::new(&path))?.ok_or_else(|| anyhow::anyhow!("{path}: not a recursive checkpoint"))?;
     let cfg = CompGraphConfig { n_nodes: n, max_depth: cap, ..run.study.data.clone() };
     let vocab = cfg.vocab();
@@ -27,8 +30,8 @@ fn main() -> anyhow::Result<()> {
     let dev = model.params().device().clone();
     let n_layers = run.variant.n_layers;
     let max_d = set.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap_or(0).max(1) as usize;
-    // [layer][head][bucket]: parent RHS, parent as operand elsewhere, own operand, rest.
-    let mut mass: Vec<Vec<[f64; 4]>> = Vec::new();
+    // [layer][head][bucket]: parent RHS by slot, parents as operands elsewhere, own operands, rest.
+    let mut mass: Vec<Vec<Vec<f64>>> = Vec::new();
     let (mut nodes, mut right) = (0usize, 0usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     for t in 1..=max_d {
@@ -40,30 +43,34 @@ fn main() -> anyhow::Result<()> {
         let pred: Vec<Vec<u32>> = logits[VALUE_FACTOR].argmax(2)?.to_vec2()?;
         for (i, e) in set.iter().enumerate() {
             for k in 0..e.len() {
-                if e.rhs_depth[k] != t as i32 || e.n_parents[k] != 1 {
+                if e.rhs_depth[k] != t as i32 || e.n_parents[k] as usize != n_par {
                     continue;
                 }
-                let name = e.tokens[k - 2][VAR];
-                let def = (0..k).find(|&j| e.rhs_depth[j] >= 0 && e.tokens[j][VAR] == name);
-                let Some(def) = def else { continue };
+                // "x_a OP x_b = x_c": operand slot s sits at k − 2·(P − s).
+                let own: Vec<usize> = (0..n_par).map(|s| k - 2 * (n_par - s)).collect();
+                let names: Vec<u32> = own.iter().map(|&j| e.tokens[j][VAR]).collect();
+                let defs: Vec<Option<usize>> = names.iter().map(|&v| (0..k).find(|&j| e.rhs_depth[j] >= 0 && e.tokens[j][VAR] == v)).collect();
+                if defs.iter().any(Option::is_none) {
+                    continue;
+                }
                 nodes += 1;
                 right += usize::from(pred[i][k] == e.labels[k][VALUE_FACTOR]);
                 for l in 0..n_layers {
                     // (batch, head, query, key)
                     let p = hooks.cache[&HookPoint::AttnPattern(l)].get(i)?.narrow(1, k, 1)?.squeeze(1)?.to_vec2::<f32>()?;
                     if mass.len() <= l {
-                        mass.push(vec![[0.0; 4]; p.len()]);
+                        mass.push(vec![vec![0.0; buckets]; p.len()]);
                     }
                     for (h, row) in p.iter().enumerate() {
                         for (j, &a) in row.iter().enumerate().take(k + 1) {
-                            let bucket = if j == def {
-                                0
-                            } else if j == k - 2 {
-                                2
-                            } else if e.rhs_depth[j] < 0 && e.tokens[j][VAR] == name {
-                                1
+                            let bucket = if let Some(s) = defs.iter().position(|d| *d == Some(j)) {
+                                s
+                            } else if own.contains(&j) {
+                                n_par + 1
+                            } else if e.rhs_depth[j] < 0 && names.contains(&e.tokens[j][VAR]) {
+                                n_par
                             } else {
-                                3
+                                n_par + 2
                             };
                             mass[l][h][bucket] += a as f64;
                         }
@@ -72,12 +79,13 @@ fn main() -> anyhow::Result<()> {
             }
         }
     }
-    println!("{path}: {nodes} due copy nodes, one-step value accuracy {:.3}", right as f64 / nodes.max(1) as f64);
-    println!("mean attention from the node's RHS position: parent's RHS | parent as operand elsewhere | own operand | rest");
+    println!("{path}: {nodes} due nodes with {n_par} parent(s), one-step value accuracy {:.3}", right as f64 / nodes.max(1) as f64);
+    let slots: Vec<String> = (0..n_par).map(|s| format!("parent {s} RHS")).collect();
+    println!("mean attention from the node's RHS position: {} | parents as operands elsewhere | own operands | rest", slots.join(" | "));
     for (l, heads) in mass.iter().enumerate() {
         for (h, m) in heads.iter().enumerate() {
-            let f = |x: f64| x / nodes.max(1) as f64;
-            println!("  layer {l} head {h}: {:.3} | {:.3} | {:.3} | {:.3}", f(m[0]), f(m[1]), f(m[2]), f(m[3]));
+            let cells: Vec<String> = m.iter().map(|x| format!("{:.3}", x / nodes.max(1) as f64)).collect();
+            println!("  layer {l} head {h}: {}", cells.join(" | "));
         }
     }
     Ok(())
