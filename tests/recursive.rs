@@ -292,6 +292,12 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = std::fs::read_to_string(ck.join("problems-eval.jsonl")).unwrap();
     assert_eq!(lines.lines().count(), 5);
+    // The validation-selected weights the claims used open as a checkpoint too.
+    let best = o.dir.join("discrete-ec/best");
+    let out = std::process::Command::new(bin).args(["eval", best.to_str().unwrap(), "--problems", file.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (_, _, bck) = RecursiveRun::open(&best).expect("opens").expect("a recursive checkpoint");
+    assert_eq!(Some(bck.manifest.step), ec.selected.map(|s| s.step));
     let out = std::process::Command::new(bin).args(["analyze", ck.to_str().unwrap(), "--contexts", "1", "--family-size", "4"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join("analysis/analysis.json")).unwrap()).unwrap();

@@ -142,6 +142,22 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, swee
         Some(best) => best.load_into(task.model.params())?,
         None => None,
     };
+    if let (Some(best), Some(s)) = (&task.best, selected) {
+        // A manifest makes `best/` a weights-only checkpoint that `eval` and `analyze`
+        // open like any other (no optimizer state: it is not for resuming).
+        let manifest = crate::train::checkpoint::Manifest {
+            crate_version: env!("CARGO_PKG_VERSION").to_string(),
+            step: s.step,
+            optimizer: study.train.optimizer,
+            optimizer_t: 0,
+            rng: crate::train::checkpoint::RngState::of(&<rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(study.seed)),
+            config: opts.config_text.clone(),
+            decay_start: None,
+        };
+        let path = best.dir.join("manifest.json");
+        let json = serde_json::to_string_pretty(&manifest).map_err(|e| io(&path, e))?;
+        write_atomic(&path, json.as_bytes()).map_err(|e| io(&path, e))?;
+    }
     if let (Some(s), false) = (selected, quiet) {
         eprintln!("[{}] evaluating the weights of step {} (validation: solved {:.3}, node acc {:.3})", v.name, s.step, s.val_solved, s.val_node_acc);
     }
