@@ -28,11 +28,14 @@ pub struct RecursiveRun {
 impl RecursiveRun {
     /// The run stored in `ck`, or None when `ck` was written by something else.
     /// The run stored in `ck`'s manifest: None when the checkpoint is not a recursive
-    /// study's (no `[study]` and `[variant]` tables); an error naming the checkpoint when it
+    /// study's; an error naming the checkpoint when it
     /// is one but its config does not parse (e.g. written by a newer latentlab).
     pub fn of(ck: &Checkpoint) -> Result<Option<Self>, StudyError> {
         let Ok(value) = ck.manifest.config.parse::<toml::Table>() else { return Ok(None) };
-        if !(value.contains_key("study") && value.contains_key("variant")) {
+        // Other studies store `[study]` and `[variant]` too; a recursive run's study has
+        // `e2e_loops` and its variant a `method`.
+        let has = |table: &str, key: &str| value.get(table).and_then(|t| t.as_table()).is_some_and(|t| t.contains_key(key));
+        if !(has("study", "e2e_loops") && has("variant", "method")) {
             return Ok(None);
         }
         toml::from_str(&ck.manifest.config)
@@ -152,6 +155,8 @@ mod tests {
         let good = crate::config::to_toml(&RecursiveRun { study: RecursiveStudy::quick(), variant: RecursiveStudy::quick().variants[0].clone() });
         assert!(RecursiveRun::of(&checkpoint(&good)).unwrap().is_some());
         assert!(RecursiveRun::of(&checkpoint("name = \"lm\"\n[train]\nsteps = 3\n")).unwrap().is_none(), "another kind of run");
+        let truncation = "[study]\nd_model = 64\n[variant]\nname = \"main\"\n";
+        assert!(RecursiveRun::of(&checkpoint(truncation)).unwrap().is_none(), "another study's run");
         let newer = good.replace("[study.model]\n", "[study.model]\nfuture_key = 1\n");
         let err = RecursiveRun::of(&checkpoint(&newer)).unwrap_err().to_string();
         assert!(err.contains("step_00000001") && err.contains("future_key"), "{err}");
