@@ -37,6 +37,15 @@ fn tiny_study() -> RecursiveStudy {
     s
 }
 
+/// A tiny interpretability model; p = 7 keeps the Z_p³ sweep at 343 inputs.
+fn tiny_interp(study: &mut RecursiveStudy) {
+    study.data.modulus = 7;
+    study.interp.d_model = 16;
+    study.interp.n_heads = 2;
+    study.interp.contexts = 1;
+    study.interp.family_size = 4;
+}
+
 #[test]
 fn every_trainable_tensor_gets_a_nonzero_gradient_under_each_method() -> Result<()> {
     let study = tiny_study();
@@ -220,12 +229,7 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     study.train.steps = 20;
     study.train.eval_every = 10;
     study.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
-    // A tiny interpretability model; p = 7 keeps the Z_p³ sweep at 343 inputs.
-    study.data.modulus = 7;
-    study.interp.d_model = 16;
-    study.interp.n_heads = 2;
-    study.interp.contexts = 1;
-    study.interp.family_size = 4;
+    tiny_interp(&mut study);
     let dir = std::env::temp_dir().join(format!("latentlab-rec-{}", std::process::id()));
     study.out_dir = dir.display().to_string();
     let o = latentlab::experiments::recursive::reproduce(&study, true, true).expect("reproduction");
@@ -424,11 +428,7 @@ fn variants_side_by_side_give_the_sequential_numbers() {
     study.train.steps = 8;
     study.train.eval_every = 4;
     study.variants.retain(|v| v.name == "discrete-ec" || v.name == "continuous");
-    study.data.modulus = 7;
-    study.interp.d_model = 16;
-    study.interp.n_heads = 2;
-    study.interp.contexts = 1;
-    study.interp.family_size = 4;
+    tiny_interp(&mut study);
     study.interp.fourier = false;
     let base = std::env::temp_dir().join(format!("latentlab-rec-par-{}", std::process::id()));
     let run = |name: &str, parallel: bool| {
