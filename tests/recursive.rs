@@ -451,3 +451,18 @@ fn variants_side_by_side_give_the_sequential_numbers() {
     assert!(par.mechanism.is_some());
     std::fs::remove_dir_all(&base).ok();
 }
+
+#[test]
+fn init_seed_separates_the_initialisation_from_the_data_seed() {
+    let study = tiny_study();
+    let v = &study.variants[0];
+    let weights = |s: &RecursiveStudy| {
+        let task = task_for(s, v).expect("task");
+        let t = task.model.params().all_tensors();
+        t["blocks.0.attn.k_proj.weight"].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let seeded = |seed: u64, init: Option<u64>| RecursiveStudy { seed, init_seed: init, ..study.clone() };
+    assert_eq!(weights(&seeded(3, None)), weights(&seeded(0, Some(3))), "init_seed alone sets the weights");
+    assert_ne!(weights(&seeded(3, None)), weights(&seeded(3, Some(4))));
+    assert_eq!(seeded(1, None).model_seed(), 1);
+}

@@ -48,7 +48,7 @@ impl RecursiveRun {
     pub fn open(path: &Path) -> Result<Option<(Self, Recurrent, Checkpoint)>, StudyError> {
         let ck = Checkpoint::open(path)?;
         let Some(run) = Self::of(&ck)? else { return Ok(None) };
-        let model = Recurrent::new(&run.study.model_for(&run.variant), run.study.seed, &Device::Cpu)?;
+        let model = Recurrent::new(&run.study.model_for(&run.variant), run.study.model_seed(), &Device::Cpu)?;
         ck.load_params(model.params())?;
         Ok(Some((run, model, ck)))
     }

@@ -144,6 +144,10 @@ pub struct RecursiveStudy {
     pub out_dir: String,
     /// Seed of model init and data (default 0).
     pub seed: u64,
+    /// Seed of the model initialisation alone, to separate init from data order (default:
+    /// `seed`).
+    #[serde(default)]
+    pub init_seed: Option<u64>,
     /// Training graphs (N = 12, depth ≤ 3, 6 leaves, fan-in 1..3, ADD, p = 23, pool 64).
     pub data: CompGraphConfig,
     /// The recurrent block (`factor_sizes` is derived from `data`; `n_layers` per variant).
@@ -197,6 +201,7 @@ impl Default for RecursiveStudy {
             name: "recursive".into(),
             out_dir: "runs".into(),
             seed: 0,
+            init_seed: None,
             data,
             model,
             train: TrainConfig {
@@ -285,6 +290,11 @@ impl RecursiveStudy {
                 (end, self.stage_data(c))
             })
             .collect()
+    }
+
+    /// The seed the models are initialised from.
+    pub fn model_seed(&self) -> u64 {
+        self.init_seed.unwrap_or(self.seed)
     }
 
     /// The block config of `v` (factor sizes from the data vocabulary).

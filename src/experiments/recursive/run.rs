@@ -80,9 +80,9 @@ pub fn test_sets(study: &RecursiveStudy) -> Vec<(usize, Vec<crate::data::compgra
         .collect()
 }
 
-/// The training task of `v`, model initialised from the study seed.
+/// The training task of `v`, model initialised from the study's model seed.
 pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, StudyError> {
-    let model = Recurrent::new(&study.model_for(v), study.seed, &Device::Cpu)?;
+    let model = Recurrent::new(&study.model_for(v), study.model_seed(), &Device::Cpu)?;
     Ok(RecursiveTask {
         model,
         variant: v.clone(),
