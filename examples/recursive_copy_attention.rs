@@ -3,8 +3,10 @@
 //! t = its depth) it splits every head's attention from the node's RHS position over: each
 //! parent's defining RHS position by operand slot (which holds the value to fetch), the
 //! parents' other occurrences as operands elsewhere (which hold no value), the node's own
-//! operand tokens, and everything else. It separates a plateau (the fetch is unreliable)
-//! from a model that fetches well.
+//! operand tokens, and everything else; and, per head, the attention from each own operand
+//! token to its variable's defining RHS (the second route: operands fetch their values and
+//! the RHS reads its operands). It separates a plateau (the fetch is unreliable) from a
+//! model that fetches well.
 //!
 //!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP] [P]
 use latentlab::data::compgraph::{CompGraphConfig, VALUE_FACTOR};
@@ -32,6 +34,9 @@ fn main() -> anyhow::Result<()> {
     let max_d = set.iter().flat_map(|e| e.rhs_depth.iter().copied()).max().unwrap_or(0).max(1) as usize;
     // [layer][head][bucket]: parent RHS by slot, parents as operands elsewhere, own operands, rest.
     let mut mass: Vec<Vec<Vec<f64>>> = Vec::new();
+    // [layer][head]: attention from each own operand token to its variable's defining RHS
+    // (the other route: operands fetch their values, the RHS reads its operands).
+    let mut operand_fetch: Vec<Vec<f64>> = Vec::new();
     let (mut nodes, mut right) = (0usize, 0usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     for t in 1..=max_d {
@@ -60,6 +65,15 @@ fn main() -> anyhow::Result<()> {
                     let p = hooks.cache[&HookPoint::AttnPattern(l)].get(i)?.narrow(1, k, 1)?.squeeze(1)?.to_vec2::<f32>()?;
                     if mass.len() <= l {
                         mass.push(vec![vec![0.0; buckets]; p.len()]);
+                        operand_fetch.push(vec![0.0; p.len()]);
+                    }
+                    let all = hooks.cache[&HookPoint::AttnPattern(l)].get(i)?;
+                    for (&o, d) in own.iter().zip(&defs) {
+                        let d = d.expect("checked");
+                        let row = all.narrow(1, o, 1)?.squeeze(1)?.narrow(1, d, 1)?.squeeze(1)?.to_vec1::<f32>()?;
+                        for (h, a) in row.iter().enumerate() {
+                            operand_fetch[l][h] += *a as f64 / n_par as f64;
+                        }
                     }
                     for (h, row) in p.iter().enumerate() {
                         for (j, &a) in row.iter().enumerate().take(k + 1) {
@@ -87,6 +101,11 @@ fn main() -> anyhow::Result<()> {
             let cells: Vec<String> = m.iter().map(|x| format!("{:.3}", x / nodes.max(1) as f64)).collect();
             println!("  layer {l} head {h}: {}", cells.join(" | "));
         }
+    }
+    println!("mean attention from each own operand token to its variable's defining RHS (the operand fetches the value itself):");
+    for (l, heads) in operand_fetch.iter().enumerate() {
+        let cells: Vec<String> = heads.iter().map(|x| format!("{:.3}", x / nodes.max(1) as f64)).collect();
+        println!("  layer {l}: {}", cells.join(" | "));
     }
     Ok(())
 }
