@@ -356,7 +356,8 @@ fn the_documented_transition_recipe_loads() {
     assert_eq!((s.variants.len(), s.eval.sizes.clone(), s.eval.select_best), (5, vec![12, 24, 48], true));
     assert!(s.interp.enabled && s.curriculum[0].max_fan_in == Some(1));
     let trigger = s.train.decay_trigger.as_ref().expect("the ladder decays on a validation trigger");
-    assert_eq!((s.train.batch_size, trigger.metric.as_str(), trigger.at_least), (32, "val_solved", 0.5));
+    assert_eq!((s.train.batch_size, trigger.metric.as_str(), trigger.at_least), (64, "val_solved", 0.5));
+    assert_eq!(s.train, RecursiveStudy::default().train, "the documented ladder is the default recipe");
 }
 
 #[test]
