@@ -467,3 +467,25 @@ fn init_seed_separates_the_initialisation_from_the_data_seed() {
     assert_ne!(weights(&seeded(3, None)), weights(&seeded(3, Some(4))));
     assert_eq!(seeded(1, None).model_seed(), 1);
 }
+
+#[test]
+fn a_fired_decay_trigger_ends_the_variant_early_and_is_reported() {
+    let mut study = tiny_study();
+    study.variants.retain(|v| v.name == "discrete-ec");
+    study.interp.enabled = false;
+    study.train.steps = 40;
+    study.train.eval_every = 4;
+    study.train.schedule = latentlab::train::ScheduleKind::ConstantThenCosine;
+    study.train.decay_steps = 8;
+    // Any validation score reaches 0: the trigger fires at the first evaluation (step 4).
+    study.train.decay_trigger = Some(latentlab::train::DecayTrigger { metric: "val_solved".into(), at_least: 0.0 });
+    let dir = std::env::temp_dir().join(format!("latentlab-rec-trigger-{}", std::process::id()));
+    study.out_dir = dir.display().to_string();
+    let o = latentlab::experiments::recursive::reproduce(&study, true, true).expect("runs");
+    let v = o.variant("discrete-ec").unwrap();
+    assert_eq!((v.decay_start, v.steps), (Some(4), 12));
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["variants"][0]["decay_start"], 4);
+    assert!(std::fs::read_to_string(o.dir.join("report.html")).unwrap().contains("decay triggered at step 4"));
+    std::fs::remove_dir_all(&dir).ok();
+}

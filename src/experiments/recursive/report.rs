@@ -68,7 +68,10 @@ pub fn write_report(o: &RecursiveOutcome) -> Result<(), StudyError> {
     let selected: Vec<String> = o
         .variants
         .iter()
-        .filter_map(|v| v.selected.map(|s| format!("{} step {} (validation solved {:.3}, node acc {:.3})", v.variant.name, s.step, s.val_solved, s.val_node_acc)))
+        .filter_map(|v| {
+            let decay = v.decay_start.map_or(String::new(), |d| format!("; decay triggered at step {d}"));
+            v.selected.map(|s| format!("{} step {} of {} (validation solved {:.3}, node acc {:.3}{decay})", v.variant.name, s.step, v.steps, s.val_solved, s.val_node_acc))
+        })
         .collect();
     if !selected.is_empty() {
         r.paragraph(format!(

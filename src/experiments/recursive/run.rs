@@ -37,6 +37,10 @@ pub struct VariantResult {
     pub selected: Option<ValScore>,
     /// The OOD sweep, one entry per test size.
     pub sizes: Vec<SizeResult>,
+    /// Steps trained (fewer than `train.steps` when the decay trigger fired).
+    pub steps: u64,
+    /// The step at which `train.decay_trigger` fired (None: it did not).
+    pub decay_start: Option<u64>,
 }
 
 impl VariantResult {
@@ -187,6 +191,8 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, swee
         records: sink.records.clone(),
         selected,
         sizes,
+        steps: summary.steps,
+        decay_start: sink.records.iter().find(|(_, m)| m.contains_key("decay_start")).map(|(step, _)| *step),
     };
     Ok((result, task.model))
 }
