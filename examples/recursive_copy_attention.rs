@@ -8,7 +8,7 @@
 //! the RHS reads its operands). It separates a plateau (the fetch is unreliable) from a
 //! model that fetches well.
 //!
-//!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP] [P]
+//!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP] [PARENTS]
 use latentlab::data::compgraph::{CompGraphConfig, VALUE_FACTOR};
 use latentlab::experiments::recursive::checkpoint::RecursiveRun;
 use latentlab::experiments::recursive::task::{graph_set, transition_batch_at};
@@ -20,7 +20,7 @@ const VAR: usize = 1;
 #[allow(clippy::needless_range_loop)] // k indexes several parallel arrays of the encoded graph
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: recursive_copy_attention CHECKPOINT [N] [DEPTH_CAP]"))?;
+    let path = args.next().ok_or_else(|| anyhow::anyhow!("usage: recursive_copy_attention CHECKPOINT [N] [DEPTH_CAP] [PARENTS]"))?;
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(12);
     let cap: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
     let n_par: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
