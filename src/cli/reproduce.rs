@@ -39,7 +39,7 @@ pub struct Args {
 const STUDIES: &[(&str, &str)] = &[
     ("truncation", "noisy in-context recall; FFN vs attention; weight truncation (arXiv 2406.03068)"),
     ("laser", "LASER (layer, τ, ρ) grid on a local Pythia/Qwen2.5 folder: IOI and factual probes (arXiv 2312.13558)"),
-    ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095): the method ladder, OOD sweep, mechanism analysis"),
+    ("recursive", "recursive latent reasoning on computation graphs (arXiv 2510.14095): the method ladder, OOD sweep, mechanism analysis (several hours on 2 cores; resumable)"),
     ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418): supervision, latent injection, FFN vs attention, data size"),
 ];
 
