@@ -109,4 +109,10 @@ fn a_decay_trigger_starts_the_final_decay_early_and_survives_a_resume() {
     assert!(weights(straight.path()) == weights(split.path()), "a resumed triggered run differs");
     let last = Checkpoint::latest(&split.path().join("checkpoints")).unwrap().unwrap();
     assert_eq!(last.manifest.decay_start, Some(25));
+    // A trigger on a metric the evaluation never reports is an error, not a silent no-op.
+    let typo = TrainConfig { decay_trigger: Some(DecayTrigger { metric: "scor".into(), at_least: 1.0 }), ..train.clone() };
+    let mut task = Counting { model: Gpt::new(&cfg, 0, &Device::Cpu).unwrap() };
+    let opts = RunOptions { quiet: true, ..RunOptions::default() };
+    let err = run(&mut task, &typo, &opts, &mut MetricsSink::memory()).unwrap_err().to_string();
+    assert!(err.contains("train.decay_trigger.metric") && err.contains("`scor`") && err.contains("score"), "{err}");
 }

@@ -13,6 +13,9 @@ pub enum TrainError {
     Corrupt { path: String, msg: String },
     #[error("{path}: checkpoint does not fit this model: {msg}")]
     Mismatch { path: String, msg: String },
+    /// `train.decay_trigger.metric` is not among the evaluation's metrics.
+    #[error("config key `train.decay_trigger.metric`: the evaluation reports no metric `{metric}` (it reports: {available})")]
+    UnknownMetric { metric: String, available: String },
     #[error("{0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -143,7 +143,11 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
             metrics.extend(last_eval.iter().map(|(k, v)| (k.clone(), *v)));
             logged = true;
             if let Some(t) = cfg.decay_trigger.as_ref().filter(|_| decay_start.is_none() && cfg.schedule == ScheduleKind::ConstantThenCosine) {
-                if last_eval.get(&t.metric).is_some_and(|v| *v >= t.at_least) && done + cfg.decay_steps < last {
+                let Some(value) = last_eval.get(&t.metric) else {
+                    let available = last_eval.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
+                    return Err(TrainError::UnknownMetric { metric: t.metric.clone(), available });
+                };
+                if *value >= t.at_least && done + cfg.decay_steps < last {
                     decay_start = Some(done);
                     last = cfg.end_with(decay_start);
                     metrics.insert("decay_start".into(), done as f64);
