@@ -108,6 +108,16 @@ fn recursive_study(args: &Args) -> anyhow::Result<()> {
         println!("note: {n}");
     }
     let passed = print_claims(o.claims.iter().map(|c| (c.id, c.pass, c.band.as_str(), c.measured.as_str())));
+    if o.quick {
+        let quick: Vec<_> = o.claims.iter().filter(|c| c.id.starts_with('Q')).collect();
+        let q = quick.iter().filter(|c| c.pass).count();
+        println!(
+            "quick-scale claims: {q}/{} pass; the full profile's R1–R10: {}/{} (they need the transitions, thousands of steps)",
+            quick.len(),
+            passed - q,
+            o.claims.len() - quick.len()
+        );
+    }
     println!("{passed}/{} claims pass; {:.0} s; results: {}", o.claims.len(), o.seconds, o.dir.join("results.json").display());
     Ok(())
 }

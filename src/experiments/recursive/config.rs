@@ -251,9 +251,10 @@ impl Default for RecursiveStudy {
 
 impl RecursiveStudy {
     /// The `--quick` version: the smoke profile of spec §11.1 (train N = 12, depth ≤ 3;
-    /// test N ∈ {12, 24, 48}, 64 graphs each), 300 steps, no curriculum, discrete + EC and
-    /// feed-forward. 300 steps do not reach the copy transition (≈ 3,000 steps, see the
-    /// calibration log): the quick claims fail honestly.
+    /// test N ∈ {12, 24, 48}, 64 graphs each), a few hundred steps, no curriculum, discrete +
+    /// EC, feed-forward and a 64-wide interp model. That is far short of the copy transition
+    /// (≈ 3,500–5,000 steps, docs/recursive-calibration.md), so R1–R10 fail honestly; the
+    /// quick-scale claims Q1–Q3 check what this stage does show.
     pub fn quick() -> Self {
         let mut s = Self { name: "recursive-quick".into(), ..Self::default() };
         s.train.steps = 300;
