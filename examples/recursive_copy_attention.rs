@@ -38,6 +38,14 @@ fn main() -> anyhow::Result<()> {
     // (the other route: operands fetch their values, the RHS reads its operands).
     let mut operand_fetch: Vec<Vec<f64>> = Vec::new();
     let (mut nodes, mut right) = (0usize, 0usize);
+    // What the due nodes' predicted values are: EMPTY, one parent's value (by slot), the
+    // right value, anything else.
+    let mut said = vec![0usize; n_par + 3];
+    let empty = vocab.value_empty();
+    // Mean P(EMPTY) and P(right value) at the due nodes; mean P(EMPTY) and count at the
+    // nodes that become computable one step later.
+    let mut due_p = (0.0f64, 0.0f64);
+    let mut waiting = (0.0f64, 0usize);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     for t in 1..=max_d {
         let refs: Vec<_> = set.iter().collect();
@@ -46,6 +54,16 @@ fn main() -> anyhow::Result<()> {
         let mut hooks = Hooks::capture(points);
         let logits = model.step(&b.input_tensor(&dev)?, &mut hooks)?;
         let pred: Vec<Vec<u32>> = logits[VALUE_FACTOR].argmax(2)?.to_vec2()?;
+        let probs: Vec<Vec<Vec<f32>>> = candle_nn::ops::softmax_last_dim(&logits[VALUE_FACTOR])?.to_vec3()?;
+        // Not yet computable nodes with P parents (depth t + 1): P(EMPTY) should be high.
+        for (i, e) in set.iter().enumerate() {
+            for k in 0..e.len() {
+                if e.rhs_depth[k] == t as i32 + 1 && e.n_parents[k] as usize == n_par {
+                    waiting.0 += f64::from(probs[i][k][empty as usize]);
+                    waiting.1 += 1;
+                }
+            }
+        }
         for (i, e) in set.iter().enumerate() {
             for k in 0..e.len() {
                 if e.rhs_depth[k] != t as i32 || e.n_parents[k] as usize != n_par {
@@ -59,7 +77,21 @@ fn main() -> anyhow::Result<()> {
                     continue;
                 }
                 nodes += 1;
-                right += usize::from(pred[i][k] == e.labels[k][VALUE_FACTOR]);
+                let (guess, truth) = (pred[i][k], e.labels[k][VALUE_FACTOR]);
+                right += usize::from(guess == truth);
+                let parent_vals: Vec<u32> = defs.iter().map(|d| e.labels[d.expect("checked")][VALUE_FACTOR]).collect();
+                let kind = if guess == truth {
+                    n_par + 1
+                } else if guess == empty {
+                    n_par
+                } else if let Some(s) = parent_vals.iter().position(|&v| v == guess) {
+                    s
+                } else {
+                    n_par + 2
+                };
+                said[kind] += 1;
+                due_p.0 += f64::from(probs[i][k][empty as usize]);
+                due_p.1 += f64::from(probs[i][k][truth as usize]);
                 for l in 0..n_layers {
                     // (batch, head, query, key)
                     let p = hooks.cache[&HookPoint::AttnPattern(l)].get(i)?.narrow(1, k, 1)?.squeeze(1)?.to_vec2::<f32>()?;
@@ -94,6 +126,16 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("{path}: {nodes} due nodes with {n_par} parent(s), one-step value accuracy {:.3}", right as f64 / nodes.max(1) as f64);
+    let f = |c: usize| format!("{:.3}", c as f64 / nodes.max(1) as f64);
+    let by_slot: Vec<String> = (0..n_par).map(|s| format!("parent {s}'s value {}", f(said[s]))).collect();
+    println!("predicted: {}; EMPTY {}; right {}; other {}", by_slot.join(", "), f(said[n_par]), f(said[n_par + 1]), f(said[n_par + 2]));
+    println!(
+        "mean P(EMPTY) {:.3} and P(right) {:.3} at due nodes; mean P(EMPTY) {:.3} at {} nodes due one step later",
+        due_p.0 / nodes.max(1) as f64,
+        due_p.1 / nodes.max(1) as f64,
+        waiting.0 / waiting.1.max(1) as f64,
+        waiting.1
+    );
     let slots: Vec<String> = (0..n_par).map(|s| format!("parent {s} RHS")).collect();
     println!("mean attention from the node's RHS position: {} | parents as operands elsewhere | own operands | rest", slots.join(" | "));
     for (l, heads) in mass.iter().enumerate() {

@@ -201,11 +201,11 @@ fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()>
     full.validate().expect("the full profile validates");
     assert_eq!(full.schedule()[0].1.max_fan_in, 1, "the full profile starts copy-only");
     let mut bad = tiny_study();
-    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None }];
+    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None, leaf_values: None }];
     let err = bad.validate().expect_err("2 nodes < 6 leaves").to_string();
     assert!(err.contains("curriculum[0]"), "{err}");
     let mut study = tiny_study();
-    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1) }];
+    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None }];
     let stages = study.schedule();
     assert_eq!(stages.len(), 1);
     assert_eq!((stages[0].0, stages[0].1.max_fan_in, stages[0].1.min_fan_in), (2, 1, 1));
@@ -245,19 +245,25 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     assert!(o.variant("feedforward").unwrap().sizes.iter().all(|s| s.recovery.is_none() && s.solved_by_step.len() == 1));
     // Twenty steps solve nothing: the claims that need solved graphs fail; the mechanism
     // claims are measured on the interpretability model (controlled accuracy stays low).
+    // A quick run lists the quick-scale claims first; they are not reached in 20 steps
+    // either (they are not true of an untrained model).
     let ids: Vec<&str> = o.claims.iter().map(|c| c.id).collect();
-    assert_eq!(ids, ["R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10"]);
-    assert!(!o.claims[0].pass, "R1 cannot pass after 20 steps: {}", o.claims[0].measured);
-    for c in &o.claims[6..] {
+    assert_eq!(ids, ["Q1", "Q2", "Q3", "R1", "R2", "R3", "R4", "R5", "R6", "R7", "R8", "R9", "R10"]);
+    for c in &o.claims[..3] {
+        assert!(!c.pass && !c.measured.starts_with("not measured"), "{} after 20 steps: {}", c.id, c.measured);
+    }
+    let full = &o.claims[3..];
+    assert!(!full[0].pass, "R1 cannot pass after 20 steps: {}", full[0].measured);
+    for c in &full[6..] {
         assert!(!c.measured.starts_with("not measured"), "{}: {}", c.id, c.measured);
     }
-    assert!(!o.claims[6].pass, "R7 cannot pass after 20 steps: {}", o.claims[6].measured);
+    assert!(!full[6].pass, "R7 cannot pass after 20 steps: {}", full[6].measured);
     let m = o.mechanism.as_ref().expect("mechanism analysis ran");
     assert_eq!(m.layers.len(), 2);
     assert_eq!(m.fourier.len(), 4);
     assert_eq!(m.fourier[0].1.pair_shares.len(), 3);
     let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(o.dir.join("claims.json")).unwrap()).unwrap();
-    assert_eq!(json.as_array().unwrap().len(), 10);
+    assert_eq!(json.as_array().unwrap().len(), 13);
     assert!(o.dir.join("discrete-ec/metrics.jsonl").exists());
     let html = std::fs::read_to_string(o.dir.join("report.html")).expect("report.html written");
     for part in ["Claims", "Fully solved against N", "accuracy against node depth", "accuracy against iterations", "RelVar", "DFT energy classes"] {

@@ -67,11 +67,17 @@ pub struct CompGraphConfig {
     pub ops: Vec<Op>,
     /// Size M of the variable-name pool x_0..x_{M−1} (default 64).
     pub name_pool: usize,
+    /// Leaves draw their values from 0..leaf_values (default: the whole of 0..p). A small
+    /// range makes sums small, so the value of a sum depends on each operand alone — the
+    /// signal the uniform task lacks (any function of one operand is independent of a
+    /// uniform mod-p sum) — for a curriculum stage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaf_values: Option<u32>,
 }
 
 impl Default for CompGraphConfig {
     fn default() -> Self {
-        Self { modulus: 23, n_nodes: 16, n_leaves: 6, min_fan_in: 1, max_fan_in: 3, max_depth: 4, ops: vec![Op::Add], name_pool: 64 }
+        Self { modulus: 23, n_nodes: 16, n_leaves: 6, min_fan_in: 1, max_fan_in: 3, max_depth: 4, ops: vec![Op::Add], name_pool: 64, leaf_values: None }
     }
 }
 
@@ -92,6 +98,9 @@ impl CompGraphConfig {
         }
         if self.name_pool < self.n_nodes {
             return bad("name_pool", "must be ≥ n_nodes");
+        }
+        if self.leaf_values.is_some_and(|k| k == 0 || k > self.modulus) {
+            return bad("leaf_values", "must be in 1..=modulus");
         }
         Ok(())
     }
@@ -158,7 +167,7 @@ pub fn sample_problem(cfg: &CompGraphConfig, rng: &mut impl Rng) -> Problem {
     let mut value = vec![0u32; n];
     for idx in 0..n {
         if idx < cfg.n_leaves {
-            value[idx] = rng.random_range(0..p);
+            value[idx] = rng.random_range(0..cfg.leaf_values.unwrap_or(p));
             continue;
         }
         shuffle(&mut parents[idx], rng);

@@ -157,3 +157,25 @@ fn invalid_problems_are_rejected_with_line_field_and_reason() {
     std::fs::write(&path, "{nope\n").unwrap();
     assert!(read_jsonl(&path, &vocab).unwrap_err().to_string().contains("json.jsonl:1: invalid JSON"));
 }
+
+#[test]
+fn leaf_values_narrow_the_leaves_and_leave_the_default_stream_alone() {
+    let base = CompGraphConfig { n_nodes: 12, max_depth: 3, ..CompGraphConfig::default() };
+    let small = CompGraphConfig { leaf_values: Some(3), ..base.clone() };
+    small.validate().unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..50 {
+        let p = sample_problem(&small, &mut rng);
+        assert!(p.equations.iter().filter(|e| e.parents.is_empty()).all(|e| e.value < 3));
+    }
+    // `leaf_values = p` draws exactly what the default draws.
+    let full = CompGraphConfig { leaf_values: Some(23), ..base.clone() };
+    let (mut a, mut b) = (ChaCha8Rng::seed_from_u64(3), ChaCha8Rng::seed_from_u64(3));
+    for _ in 0..20 {
+        assert_eq!(sample_problem(&base, &mut a), sample_problem(&full, &mut b));
+    }
+    for bad in [0, 24] {
+        let e = CompGraphConfig { leaf_values: Some(bad), ..base.clone() }.validate().unwrap_err().to_string();
+        assert!(e.contains("leaf_values"), "{e}");
+    }
+}

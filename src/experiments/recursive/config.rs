@@ -103,6 +103,9 @@ pub struct CurriculumStage {
     pub max_depth: Option<usize>,
     #[serde(default)]
     pub max_fan_in: Option<usize>,
+    /// Leaf values drawn from 0..leaf_values in this stage (small sums first).
+    #[serde(default)]
+    pub leaf_values: Option<u32>,
 }
 
 /// The interpretability model of spec §8 / §11.2 (a 2-layer discrete model trained like
@@ -240,7 +243,7 @@ impl Default for RecursiveStudy {
                 variant("recurrent-e2e", Method::RecurrentE2e, 3, false),
             ],
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps.
-            curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1) }],
+            curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None }],
             all_transitions: false,
             interp: InterpConfig::default(),
             parallel_variants: true,
@@ -279,6 +282,7 @@ impl RecursiveStudy {
         d.n_nodes = c.n_nodes.unwrap_or(d.n_nodes);
         d.max_depth = c.max_depth.unwrap_or(d.max_depth);
         d.max_fan_in = c.max_fan_in.unwrap_or(d.max_fan_in);
+        d.leaf_values = c.leaf_values.or(d.leaf_values);
         d.min_fan_in = d.min_fan_in.min(d.max_fan_in);
         d
     }
