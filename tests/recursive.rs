@@ -360,7 +360,8 @@ fn the_documented_transition_recipe_loads() {
     let s: RecursiveStudy = latentlab::config::load_over(RecursiveStudy::default(), Some(&path), &[]).expect("docs/recursive-ladder.toml loads");
     assert_eq!((s.train.steps, s.train.decay_steps, s.data.n_nodes, s.data.max_depth), (30000, 6000, 12, 3));
     assert_eq!((s.variants.len(), s.eval.sizes.clone(), s.eval.select_best), (5, vec![12, 24, 48], true));
-    assert!(s.interp.enabled && s.curriculum[0].max_fan_in == Some(1));
+    assert!(s.interp.enabled && s.curriculum[0].max_fan_in == Some(1) && s.curriculum[1].leaf_values == Some(4));
+    assert_eq!(s.curriculum, RecursiveStudy::default().curriculum, "the documented curriculum is the default one");
     let trigger = s.train.decay_trigger.as_ref().expect("the ladder decays on a validation trigger");
     assert_eq!((s.train.batch_size, trigger.metric.as_str(), trigger.at_least), (64, "val_solved", 0.5));
     assert_eq!(s.train, RecursiveStudy::default().train, "the documented ladder is the default recipe");

@@ -191,14 +191,16 @@ fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) 
 }
 
 impl Default for RecursiveStudy {
-    /// The recipe that crossed both transitions (docs/recursive-calibration.md, c13 → c17):
-    /// train N = 12, depth ≤ 3 (spec §11.1's smoke data; the recipe was calibrated there, and
-    /// N = 48 is 4× it), distance-bias positions with gain 10, AdamW 3e-3 after a 200-step
-    /// warm-up, copy-only graphs for the first 1,500 steps, 64 graphs per step, the rate held
-    /// until the validation fraction of solved graphs reaches 0.5 and then cosine-decayed
-    /// over 6,000 steps (at most 30,000 steps: the decay starts at 24,000 at the latest),
-    /// best-validation weights. (32 graphs per step crossed sooner once — c18 — and not at
-    /// all once — the ladder's discrete + EC; see the calibration log.)
+    /// The measured recipe (docs/recursive-calibration.md): train N = 12, depth ≤ 3 (spec
+    /// §11.1's smoke data; N = 48 is 4× it), distance-bias positions with gain 10, AdamW 3e-3
+    /// after a 200-step warm-up, 64 graphs per step; copy-only graphs for the first 1,500
+    /// steps, then small sums — leaves valued 0..3 — up to step 8,000, then the task itself;
+    /// the rate held until the validation fraction of solved graphs reaches 0.5 and then
+    /// cosine-decayed over 6,000 steps (at most 30,000 steps), best-validation weights. The
+    /// small-sum stage is what crosses the sum plateau: a uniform mod-p sum is independent of
+    /// each operand alone, so the gradient has no one-operand signal to start from; with
+    /// small leaves it has, the sums are learned within a few thousand steps and carry over
+    /// to uniform values (v2/v3/v4 runs of the calibration log).
     fn default() -> Self {
         let data = CompGraphConfig { n_nodes: 12, max_depth: 3, ..CompGraphConfig::default() };
         let model = RecurrentConfig { factor_sizes: data.vocab().sizes().to_vec(), pos_bias_gain: 10.0, ..RecurrentConfig::default() };
@@ -242,8 +244,12 @@ impl Default for RecursiveStudy {
                 // block applied `e2e_loops` times, trained on the final label only.
                 variant("recurrent-e2e", Method::RecurrentE2e, 3, false),
             ],
-            // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps.
-            curriculum: vec![CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None }],
+            // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps;
+            // then small sums (leaves 0..3) up to step 8,000 (the sixth session's levers).
+            curriculum: vec![
+                CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None },
+                CurriculumStage { steps: 6500, n_nodes: None, max_depth: None, max_fan_in: None, leaf_values: Some(4) },
+            ],
             all_transitions: false,
             interp: InterpConfig::default(),
             parallel_variants: true,
