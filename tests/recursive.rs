@@ -29,10 +29,10 @@ fn tiny_study() -> RecursiveStudy {
     s.eval.n_graphs = 8;
     s.eval.n_val = 8;
     s.variants = vec![
-        Variant { name: "discrete-ec".into(), method: Method::Discrete, n_layers: 2, error_correction: true },
-        Variant { name: "continuous".into(), method: Method::Continuous, n_layers: 2, error_correction: false },
-        Variant { name: "feedforward".into(), method: Method::FeedForward, n_layers: 2, error_correction: false },
-        Variant { name: "recurrent-e2e".into(), method: Method::RecurrentE2e, n_layers: 2, error_correction: false },
+        Variant { name: "discrete-ec".into(), method: Method::Discrete, n_layers: 2, error_correction: true, steps: None },
+        Variant { name: "continuous".into(), method: Method::Continuous, n_layers: 2, error_correction: false, steps: None },
+        Variant { name: "feedforward".into(), method: Method::FeedForward, n_layers: 2, error_correction: false, steps: None },
+        Variant { name: "recurrent-e2e".into(), method: Method::RecurrentE2e, n_layers: 2, error_correction: false, steps: None },
     ];
     s
 }
@@ -199,16 +199,17 @@ fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()>
     use latentlab::config::Validate;
     let full = RecursiveStudy::default();
     full.validate().expect("the full profile validates");
-    assert_eq!(full.schedule()[0].1.max_fan_in, 1, "the full profile starts copy-only");
+    assert_eq!(full.schedule().stages[0].data.max_fan_in, 1, "the full profile starts copy-only");
     let mut bad = tiny_study();
-    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None, leaf_values: None }];
+    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None, leaf_values: None, until_due_acc: None, max_steps: None }];
     let err = bad.validate().expect_err("2 nodes < 6 leaves").to_string();
     assert!(err.contains("curriculum[0]"), "{err}");
     let mut study = tiny_study();
-    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None }];
-    let stages = study.schedule();
-    assert_eq!(stages.len(), 1);
-    assert_eq!((stages[0].0, stages[0].1.max_fan_in, stages[0].1.min_fan_in), (2, 1, 1));
+    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: None, max_steps: None }];
+    let schedule = study.schedule();
+    assert_eq!(schedule.stages.len(), 1);
+    let st = &schedule.stages[0];
+    assert_eq!((schedule.stage_at(2), st.data.max_fan_in, st.data.min_fan_in), (None, 1, 1));
     let v = study.variants[0].clone();
     let mut task = task_for(&study, &v).expect("task");
     let mut rng = ChaCha8Rng::seed_from_u64(2);
@@ -221,6 +222,66 @@ fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()>
     }
     assert!(seen_multi, "after the stage, multi-parent nodes appear");
     Ok(())
+}
+
+#[test]
+fn a_measured_curriculum_stage_ends_when_its_due_node_accuracies_are_met() {
+    use latentlab::config::Validate;
+    let stage = |steps, fan_in, until, max| CurriculumStage { steps, n_nodes: None, max_depth: None, max_fan_in: fan_in, leaf_values: Some(4), until_due_acc: until, max_steps: max };
+    let mut study = tiny_study();
+    study.curriculum = vec![stage(3, Some(1), None, None), stage(2, None, Some(0.9), Some(10))];
+    study.validate().expect("valid curriculum");
+    let mut s = study.schedule();
+    assert_eq!(s.stage_at(0), Some((0, 0)));
+    assert_eq!(s.stage_at(3), Some((1, 3)));
+    assert_eq!(s.stage_at(12), Some((1, 3)), "a measured stage lasts until it is met ...");
+    assert_eq!(s.stage_at(13), None, "... or until max_steps");
+    let good = [Some(1.0), Some(0.95), Some(0.92), Some(0.91)];
+    assert_eq!(s.observe(4, &good), None, "not before its `steps`");
+    assert_eq!(s.observe(5, &[Some(1.0), Some(0.95), Some(0.95), None]), None, "3-parent sums not measured");
+    assert_eq!(s.observe(5, &[Some(1.0), Some(0.95), Some(0.95), Some(0.89)]), None, "3-parent sums below the bar");
+    assert_eq!(s.observe(6, &good), Some(1));
+    assert_eq!((s.stage_at(5), s.stage_at(6)), (Some((1, 3)), None));
+    assert_eq!(s.data_at(6, &study.data).leaf_values, study.data.leaf_values, "plain data after the curriculum");
+    assert_eq!(s.data_at(5, &study.data).leaf_values, Some(4));
+    assert_eq!(s.observe(8, &good), None, "ends once");
+    // Resumable: the ends round-trip; a config with other stages is refused.
+    let mut fresh = study.schedule();
+    fresh.set_ends(&s.ends()).expect("same stages");
+    assert_eq!(fresh, s);
+    assert!(fresh.set_ends(&[None]).is_err());
+    // A copy-only measured stage asks for copies only; fixed() drops the measurement.
+    let mut copy = tiny_study();
+    copy.curriculum = vec![stage(2, Some(1), Some(0.9), None)];
+    let mut c = copy.schedule();
+    assert_eq!(c.stage_at(1_000_000), Some((0, 0)), "no max_steps: until met");
+    assert_eq!(c.clone().fixed().stage_at(2), None);
+    assert_eq!(c.observe(2, &[None, Some(0.9), None, None]), Some(0));
+    // Bad keys are named.
+    copy.curriculum = vec![stage(2, None, None, Some(5))];
+    assert!(copy.validate().unwrap_err().to_string().contains("curriculum[0].max_steps"));
+    copy.curriculum = vec![stage(6, None, Some(0.9), Some(5))];
+    assert!(copy.validate().unwrap_err().to_string().contains("curriculum[0].max_steps"));
+    copy.curriculum = vec![stage(6, None, Some(1.5), None)];
+    assert!(copy.validate().unwrap_err().to_string().contains("curriculum[0].until_due_acc"));
+}
+
+#[test]
+fn a_variant_can_train_its_own_step_count() {
+    use latentlab::config::Validate;
+    let mut study = tiny_study();
+    study.train.steps = 6;
+    study.train.warmup_steps = 1;
+    study.train.eval_every = 3;
+    study.interp.enabled = false;
+    study.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+    study.variants[1].steps = Some(3);
+    let dir = tempfile::tempdir().unwrap();
+    study.out_dir = dir.path().display().to_string();
+    let o = latentlab::experiments::recursive::reproduce(&study, true, true).expect("reproduction");
+    assert_eq!((o.variant("discrete-ec").unwrap().steps, o.variant("feedforward").unwrap().steps), (6, 3));
+    study.variants[1].steps = Some(0);
+    assert!(study.validate().unwrap_err().to_string().contains("variants[1].steps"));
 }
 
 #[test]
@@ -365,6 +426,7 @@ fn the_documented_transition_recipe_loads() {
     let trigger = s.train.decay_trigger.as_ref().expect("the ladder decays on a validation trigger");
     assert_eq!((s.train.batch_size, trigger.metric.as_str(), trigger.at_least), (64, "val_solved", 0.5));
     assert_eq!(s.train, RecursiveStudy::default().train, "the documented ladder is the default recipe");
+    assert_eq!(s.variants, RecursiveStudy::default().variants, "the documented ladder trains the default variants");
 }
 
 #[test]
@@ -373,6 +435,9 @@ fn resume_continues_a_study_run_bit_identically() {
     study.variants.retain(|v| v.name == "discrete-ec");
     study.interp.enabled = false;
     study.train.eval_every = 4;
+    // A measured stage that ends at an evaluation (step 8) before the interruption at step
+    // 10: the resumed run must know it ended.
+    study.curriculum = vec![CurriculumStage { steps: 4, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: Some(1e-9), max_steps: Some(100) }];
     let base = std::env::temp_dir().join(format!("latentlab-rec-resume-{}", std::process::id()));
     let run = |name: &str, steps: u64, resume: bool| {
         let mut s = study.clone();
@@ -383,7 +448,7 @@ fn resume_continues_a_study_run_bit_identically() {
         latentlab::experiments::recursive::reproduce(&s, true, true).expect("runs");
     };
     run("straight", 12, false);
-    run("resumed", 6, false);
+    run("resumed", 10, false);
     run("resumed", 12, true);
     let weights = |name: &str| std::fs::read(base.join(name).join("discrete-ec/checkpoints/step_00000012/model.safetensors")).expect("step-12 checkpoint");
     assert!(weights("straight") == weights("resumed"), "a resumed run differs from an uninterrupted one");
@@ -396,6 +461,16 @@ fn resume_continues_a_study_run_bit_identically() {
     let steps: Vec<u64> = log.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "steps in order without repeats: {steps:?}");
     assert_eq!(steps.last(), Some(&12));
+    let stage_end = |name: &str| {
+        let log = std::fs::read_to_string(base.join(name).join("discrete-ec/metrics.jsonl")).unwrap();
+        log.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["stage_end"].as_f64()).collect::<Vec<_>>()
+    };
+    assert_eq!(stage_end("straight"), vec![8.0], "the measured stage ends at the second evaluation");
+    assert_eq!(stage_end("resumed"), vec![8.0]);
+    // The step-12 record's due-node window (steps 8..12) spans the interruption.
+    let last = |name: &str| std::fs::read_to_string(base.join(name).join("discrete-ec/metrics.jsonl")).unwrap().lines().last().unwrap().to_string();
+    assert_eq!(last("straight"), last("resumed"));
+    assert!(last("straight").contains("window_due_acc_parents0"));
     std::fs::remove_dir_all(&base).ok();
 }
 

@@ -53,6 +53,10 @@ pub struct Manifest {
     /// Completed steps when `train.decay_trigger` fired (None: not fired).
     #[serde(default)]
     pub decay_start: Option<u64>,
+    /// The task's own resumable state (`Task::state`, e.g. a curriculum's measured stage
+    /// ends), None for stateless tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_state: Option<serde_json::Value>,
 }
 
 /// A checkpoint directory.

@@ -33,6 +33,15 @@ pub trait Task {
     }
     /// Evaluation and probes after `step` completed steps.
     fn evaluate(&mut self, step: u64) -> candle_core::Result<Metrics>;
+    /// State the task changes while it trains (beyond the parameters and the data RNG),
+    /// saved in every checkpoint so that a resumed run continues exactly (default: none).
+    fn state(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// Restore what `state` saved (Err: why the saved state does not fit this task).
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
     /// Whether to evaluate after `step` completed steps (default: every `eval_every`).
     fn eval_due(&self, step: u64, cfg: &TrainConfig) -> bool {
         cfg.eval_every > 0 && step.is_multiple_of(cfg.eval_every)
@@ -88,9 +97,12 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
             rng = ck.manifest.rng.restore();
             start = ck.manifest.step;
             decay_start = ck.manifest.decay_start;
+            if let Some(state) = &ck.manifest.task_state {
+                task.restore_state(state).map_err(|msg| TrainError::Corrupt { path: ck.dir.join("manifest.json").display().to_string(), msg })?;
+            }
         }
     }
-    let save = |step: u64, opt: &Optimizer, rng: &ChaCha8Rng, params: &Params, decay_start: Option<u64>| -> Result<(), TrainError> {
+    let save = |step: u64, opt: &Optimizer, rng: &ChaCha8Rng, params: &Params, decay_start: Option<u64>, task_state: Option<serde_json::Value>| -> Result<(), TrainError> {
         if let Some(root) = &ckpt_root {
             let manifest = Manifest {
                 crate_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -100,6 +112,7 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
                 rng: RngState::of(rng),
                 config: opts.config_text.clone(),
                 decay_start,
+                task_state,
             };
             Checkpoint::save(root, params, opt, manifest)?;
         }
@@ -158,7 +171,7 @@ pub fn run(task: &mut dyn Task, cfg: &TrainConfig, opts: &RunOptions, sink: &mut
             sink.log(done, metrics)?;
         }
         if (cfg.checkpoint_every > 0 && done % cfg.checkpoint_every == 0) || done == stop(last) {
-            save(done, &opt, &rng, task.params(), decay_start)?;
+            save(done, &opt, &rng, task.params(), decay_start, task.state())?;
         }
         step = done;
     }

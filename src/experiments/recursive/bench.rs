@@ -72,7 +72,7 @@ pub fn bench_recursive_step(warmup: usize, steps: usize, rope: bool) -> Result<B
         study.model.pos_bias_window = 0;
     }
     let dev = Device::Cpu;
-    let cfg = study.model_for(&super::config::Variant { name: "discrete".into(), method: super::config::Method::Discrete, n_layers: 3, error_correction: false });
+    let cfg = study.model_for(&super::config::Variant { name: "discrete".into(), method: super::config::Method::Discrete, n_layers: 3, error_correction: false, steps: None });
     let model = Recurrent::new(&cfg, 0, &dev)?;
     let vars = model.params().trainable();
     let mut opt = Optimizer::new(study.train.optimizer);

@@ -146,6 +146,7 @@ mod tests {
             rng: RngState::of(&rng),
             config: config.into(),
             decay_start: None,
+            task_state: None,
         };
         Checkpoint { dir: "runs/x/checkpoints/step_00000001".into(), manifest }
     }

@@ -62,6 +62,11 @@ pub struct Variant {
     pub n_layers: usize,
     /// Error-correction training (discrete only).
     pub error_correction: bool,
+    /// Training steps of this variant (default `train.steps`). The default ladder gives the
+    /// baselines — which never reach the decay trigger and would otherwise run to the cap —
+    /// about the budget the discrete variants end at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
 }
 
 /// The OOD sweep.
@@ -106,6 +111,15 @@ pub struct CurriculumStage {
     /// Leaf values drawn from 0..leaf_values in this stage (small sums first).
     #[serde(default)]
     pub leaf_values: Option<u32>,
+    /// End the stage on a measurement instead of a step count: after its `steps`, the stage
+    /// goes on until an evaluation finds the one-step VALUE accuracy at due nodes with 1, 2,
+    /// …, `max_fan_in` parents (training batches since the previous evaluation) all ≥ this.
+    /// Measured by discrete training only; other methods use `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until_due_acc: Option<f64>,
+    /// With `until_due_acc`: the stage's longest length (default: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u64>,
 }
 
 /// The interpretability model of spec §8 / §11.2 (a 2-layer discrete model trained like
@@ -186,15 +200,19 @@ fn yes() -> bool {
     true
 }
 
+/// Training steps of the default ladder's baselines.
+pub const BASELINE_STEPS: u64 = 15_000;
+
 fn variant(name: &str, method: Method, n_layers: usize, error_correction: bool) -> Variant {
-    Variant { name: name.into(), method, n_layers, error_correction }
+    Variant { name: name.into(), method, n_layers, error_correction, steps: None }
 }
 
 impl Default for RecursiveStudy {
     /// The measured recipe (docs/recursive-calibration.md): train N = 12, depth ≤ 3 (spec
     /// §11.1's smoke data; N = 48 is 4× it), distance-bias positions with gain 10, AdamW 3e-3
     /// after a 200-step warm-up, 64 graphs per step; copy-only graphs for the first 1,500
-    /// steps, then small sums — leaves valued 0..3 — up to step 8,000, then the task itself;
+    /// steps, then small sums — leaves valued 0..3 — up to step 8,000 or later, until copies
+    /// and small sums are learned (at most to step 16,000), then the task itself;
     /// the rate held until the validation fraction of solved graphs reaches 0.5 and then
     /// cosine-decayed over 6,000 steps (at most 30,000 steps), best-validation weights. The
     /// small-sum stage is what crosses the sum plateau: a uniform mod-p sum is independent of
@@ -238,17 +256,24 @@ impl Default for RecursiveStudy {
             variants: vec![
                 variant("discrete-ec", Method::Discrete, 3, true),
                 variant("discrete", Method::Discrete, 3, false),
-                variant("continuous", Method::Continuous, 3, false),
-                variant("feedforward", Method::FeedForward, 6, false),
+                // The baselines never reach the decay trigger: 15,000 steps each (the
+                // budget the discrete variants end at on seed 0), the rate decayed over the
+                // last 6,000.
+                Variant { steps: Some(BASELINE_STEPS), ..variant("continuous", Method::Continuous, 3, false) },
+                Variant { steps: Some(BASELINE_STEPS), ..variant("feedforward", Method::FeedForward, 6, false) },
                 // The fixed-loop end-to-end baseline of the ladder (claim R4): the 3-layer
                 // block applied `e2e_loops` times, trained on the final label only.
-                variant("recurrent-e2e", Method::RecurrentE2e, 3, false),
+                Variant { steps: Some(BASELINE_STEPS), ..variant("recurrent-e2e", Method::RecurrentE2e, 3, false) },
             ],
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps;
             // then small sums (leaves 0..3) up to step 8,000 (the sixth session's levers).
             curriculum: vec![
-                CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None },
-                CurriculumStage { steps: 6500, n_nodes: None, max_depth: None, max_fan_in: None, leaf_values: Some(4) },
+                CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: None, max_steps: None },
+                // Ends on a measurement: at step 8,000 at the earliest, once copies and small
+                // 2- and 3-parent sums are ≥ 0.9 right (a seed whose copy transition comes
+                // late stays here instead of meeting the uniform-sum plateau; v4s2), and by
+                // step 16,000 at the latest.
+                CurriculumStage { steps: 6500, n_nodes: None, max_depth: None, max_fan_in: None, leaf_values: Some(4), until_due_acc: Some(0.9), max_steps: Some(14_500) },
             ],
             all_transitions: false,
             interp: InterpConfig::default(),
@@ -278,6 +303,9 @@ impl RecursiveStudy {
         s.eval.n_val = 32;
         s.curriculum.clear();
         s.variants.retain(|v| v.name == "discrete-ec" || v.name == "feedforward");
+        for v in &mut s.variants {
+            v.steps = None;
+        }
         s.interp = InterpConfig { d_model: 64, n_heads: 4, contexts: 2, family_size: 16, ..InterpConfig::default() };
         s
     }
@@ -293,16 +321,15 @@ impl RecursiveStudy {
         d
     }
 
-    /// `(first step after the stage, graph config)` per curriculum stage.
-    pub fn schedule(&self) -> Vec<(u64, CompGraphConfig)> {
-        let mut end = 0;
-        self.curriculum
-            .iter()
-            .map(|c| {
-                end += c.steps;
-                (end, self.stage_data(c))
-            })
-            .collect()
+    /// The curriculum as the training loop runs it (stage ends not yet measured).
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            stages: self
+                .curriculum
+                .iter()
+                .map(|c| Stage { data: self.stage_data(c), steps: c.steps, until_due_acc: c.until_due_acc, max_steps: c.max_steps, ended_at: None })
+                .collect(),
+        }
     }
 
     /// The seed the models are initialised from.
@@ -337,9 +364,19 @@ impl Validate for RecursiveStudy {
             let d = self.stage_data(c);
             d.validate().map_err(|e| ConfigError::Invalid { key: format!("curriculum[{i}]"), msg: e.to_string() })?;
             check(d.vocab().sizes() == self.data.vocab().sizes(), &format!("curriculum[{i}]"), "must keep the data vocabulary")?;
+            if let Some(a) = c.until_due_acc {
+                check(a > 0.0 && a <= 1.0, &format!("curriculum[{i}].until_due_acc"), "must be in (0, 1]")?;
+            }
+            if let Some(m) = c.max_steps {
+                check(c.until_due_acc.is_some(), &format!("curriculum[{i}].max_steps"), "needs until_due_acc (a fixed stage lasts `steps`)")?;
+                check(m >= c.steps, &format!("curriculum[{i}].max_steps"), format!("must be ≥ steps ({})", c.steps))?;
+            }
         }
         for (i, v) in self.variants.iter().enumerate() {
             check(v.n_layers > 0, &format!("variants[{i}].n_layers"), "must be > 0")?;
+            if let Some(n) = v.steps {
+                check(n >= self.train.warmup_steps && n >= self.train.decay_steps, &format!("variants[{i}].steps"), "must be ≥ train.warmup_steps and train.decay_steps")?;
+            }
             check(
                 !v.error_correction || v.method == Method::Discrete,
                 &format!("variants[{i}].error_correction"),
@@ -347,5 +384,89 @@ impl Validate for RecursiveStudy {
             )?;
         }
         Ok(())
+    }
+}
+
+/// A curriculum stage at run time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub data: CompGraphConfig,
+    /// Length, or the shortest length when `until_due_acc` is set.
+    pub steps: u64,
+    pub until_due_acc: Option<f64>,
+    pub max_steps: Option<u64>,
+    /// The first step after the stage, once an evaluation found `until_due_acc` met.
+    pub ended_at: Option<u64>,
+}
+
+/// The curriculum of one training run: which graphs each step draws, and where the
+/// measured stages ended (resumable state: `ends`/`set_ends`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Schedule {
+    pub stages: Vec<Stage>,
+}
+
+impl Schedule {
+    /// Stage index holding 0-based `step` and the stage's first step (None: past the
+    /// curriculum, plain `data`).
+    pub fn stage_at(&self, step: u64) -> Option<(usize, u64)> {
+        let mut start = 0u64;
+        for (i, st) in self.stages.iter().enumerate() {
+            let end = match (st.ended_at, st.until_due_acc) {
+                (Some(e), _) => e,
+                (None, None) => start + st.steps,
+                (None, Some(_)) => st.max_steps.map_or(u64::MAX, |m| start.saturating_add(m)),
+            };
+            if step < end {
+                return Some((i, start));
+            }
+            start = end;
+        }
+        None
+    }
+
+    /// The graphs 0-based `step` trains on (`base` after the curriculum).
+    pub fn data_at<'a>(&'a self, step: u64, base: &'a CompGraphConfig) -> &'a CompGraphConfig {
+        self.stage_at(step).map_or(base, |(i, _)| &self.stages[i].data)
+    }
+
+    /// After an evaluation at `done` completed steps with one-step due-node accuracies
+    /// `acc[k]` (k parents; None: no such node since the previous evaluation): end the
+    /// current measured stage here if it has run its `steps` and every parent count from 1
+    /// to its `max_fan_in` (at most 3) is at least `until_due_acc`. Returns the stage ended.
+    pub fn observe(&mut self, done: u64, acc: &[Option<f64>; 4]) -> Option<usize> {
+        let (i, start) = self.stage_at(done)?;
+        let st = &mut self.stages[i];
+        let want = st.until_due_acc.filter(|_| st.ended_at.is_none() && done >= start + st.steps && done > start)?;
+        let met = (1..=st.data.max_fan_in.min(3)).all(|k| acc[k].is_some_and(|a| a >= want));
+        met.then(|| {
+            st.ended_at = Some(done);
+            i
+        })
+    }
+
+    /// The measured stage ends (resumable state).
+    pub fn ends(&self) -> Vec<Option<u64>> {
+        self.stages.iter().map(|s| s.ended_at).collect()
+    }
+
+    /// Restore `ends` (Err: a different number of stages).
+    pub fn set_ends(&mut self, ends: &[Option<u64>]) -> Result<(), String> {
+        if ends.len() != self.stages.len() {
+            return Err(format!("saved curriculum has {} stages, the config {}", ends.len(), self.stages.len()));
+        }
+        for (s, e) in self.stages.iter_mut().zip(ends) {
+            s.ended_at = *e;
+        }
+        Ok(())
+    }
+
+    /// Fixed-length stages only (methods without due-node measurements).
+    pub fn fixed(mut self) -> Self {
+        for s in &mut self.stages {
+            s.until_due_acc = None;
+            s.max_steps = None;
+        }
+        self
     }
 }

@@ -15,7 +15,7 @@ use super::task::{evaluate_set, graph_set, recovery_rate, BestWeights, Recursive
 use crate::config::to_toml;
 use crate::data::compgraph::CompGraphConfig;
 use crate::models::Recurrent;
-use crate::train::{run as train_run, Metrics, MetricsSink, RunOptions};
+use crate::train::{run as train_run, Metrics, MetricsSink, RunOptions, TrainConfig};
 use crate::util::fsx::write_atomic;
 use crate::experiments::pool::run_jobs;
 
@@ -98,8 +98,11 @@ pub fn task_for(study: &RecursiveStudy, v: &Variant) -> Result<RecursiveTask, St
         val: graph_set(&study.data, study.eval.n_val, 999_999),
         due: Default::default(),
         verbose: false,
-        stages: study.schedule(),
+        // Only discrete training measures due-node accuracy: the other methods keep the
+        // stages' nominal lengths.
+        stages: if v.method == super::config::Method::Discrete { study.schedule() } else { study.schedule().fixed() },
         all_transitions: study.all_transitions,
+        eval_every: study.train.eval_every,
         shards: study.train.shards,
         best: None,
     })
@@ -135,13 +138,14 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, swee
         stop_after: None,
     };
     if !quiet {
-        eprintln!("[{}] training {} steps ({:?}, {} layers, EC {})", v.name, study.train.steps, v.method, v.n_layers, v.error_correction);
+        eprintln!("[{}] training {} steps ({:?}, {} layers, EC {})", v.name, v.steps.unwrap_or(study.train.steps), v.method, v.n_layers, v.error_correction);
     }
     if study.eval.select_best {
         let best = vdir.join("best");
         task.best = Some(BestWeights::open(&best, !study.resume).map_err(|e| io(&best, e))?);
     }
-    let summary = train_run(&mut task, &study.train, &opts, &mut sink)?;
+    let train_cfg = TrainConfig { steps: v.steps.unwrap_or(study.train.steps), ..study.train.clone() };
+    let summary = train_run(&mut task, &train_cfg, &opts, &mut sink)?;
     let selected = match &task.best {
         Some(best) => best.load_into(task.model.params())?,
         None => None,
@@ -157,6 +161,7 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, swee
             rng: crate::train::checkpoint::RngState::of(&<rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(study.seed)),
             config: opts.config_text.clone(),
             decay_start: None,
+            task_state: None,
         };
         let path = best.dir.join("manifest.json");
         let json = serde_json::to_string_pretty(&manifest).map_err(|e| io(&path, e))?;
@@ -210,7 +215,7 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<Mec
     if ic.steps > 0 {
         s.train.steps = ic.steps;
     }
-    let v = Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false };
+    let v = Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false, steps: None };
     let (_, model) = train_variant(&s, &v, dir, log, false)?;
     let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
     let report = analyze(&model, &study.data, &acfg)?;

@@ -9,7 +9,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::config::{CorruptStrategy, CorruptionConfig, EvalConfig, Method, Variant};
+use super::config::{CorruptStrategy, CorruptionConfig, EvalConfig, Method, Schedule, Variant};
 use crate::data::compgraph::{encode, sample_problem, CompGraphConfig, Encoded, Token, Vocab, VALUE_FACTOR};
 use crate::interp::hooks::Hooks;
 use crate::models::{Halt, Recurrent};
@@ -407,15 +407,19 @@ pub struct RecursiveTask {
     pub shards: usize,
     /// Train on every transition of every graph instead of one sampled transition.
     pub all_transitions: bool,
-    /// Curriculum: `(first step after the stage, graphs)`, in order.
-    pub stages: Vec<(u64, CompGraphConfig)>,
+    /// The curriculum (stage graphs; measured stage ends).
+    pub stages: Schedule,
+    /// The regular evaluation period (`train.eval_every`): only those evaluations close the
+    /// due-node window and may end a measured stage; the extra one at a run's last step
+    /// reports without either, so a run cut short and resumed trains as an uninterrupted one.
+    pub eval_every: u64,
     /// Where every evaluation offers its weights (`eval.select_best`).
     pub best: Option<BestWeights>,
 }
 
 /// One-step VALUE accuracy at the nodes due in each row (depth == t), by parent count
 /// (0 leaf, 1 copy, 2, 3), accumulated between evaluations, and the plateau loss.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct DueStats {
     pub hit: [f64; 4],
     pub count: [f64; 4],
@@ -473,6 +477,12 @@ impl DueStats {
 
     /// Window means into `m` (`due_acc_parents{k}`, `plateau_loss`, `window_loss`), then reset.
     pub fn drain(&mut self, m: &mut Metrics) {
+        self.peek(m);
+        *self = Self::default();
+    }
+
+    /// Window means into `m`, the window kept open.
+    pub fn peek(&self, m: &mut Metrics) {
         for k in 0..4 {
             if self.count[k] > 0.0 {
                 m.insert(format!("window_due_acc_parents{k}"), self.hit[k] / self.count[k]);
@@ -487,7 +497,6 @@ impl DueStats {
             m.insert("window_plateau_loss".into(), self.plateau_sum / self.steps);
             m.insert("window_loss".into(), self.loss_sum / self.steps);
         }
-        *self = Self::default();
     }
 }
 
@@ -495,7 +504,7 @@ impl RecursiveTask {
     /// A training batch of graphs from the curriculum stage of `step`.
     fn draw_graphs(&self, step: u64, rng: &mut ChaCha8Rng) -> Vec<Encoded> {
         let vocab = self.data.vocab();
-        let data = self.stages.iter().find(|(end, _)| step < *end).map_or(&self.data, |(_, d)| d);
+        let data = self.stages.data_at(step, &self.data);
         (0..self.batch_size).map(|_| encode(&sample_problem(data, rng), &vocab).expect("generated graphs fit their vocabulary")).collect()
     }
 
@@ -527,6 +536,17 @@ impl RecursiveTask {
 impl Task for RecursiveTask {
     fn params(&self) -> &Params {
         self.model.params()
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({ "stage_ends": self.stages.ends(), "due": self.due }))
+    }
+
+    fn restore_state(&mut self, state: &serde_json::Value) -> std::result::Result<(), String> {
+        let ends: Vec<Option<u64>> = serde_json::from_value(state["stage_ends"].clone()).map_err(|e| format!("task_state.stage_ends: {e}"))?;
+        self.stages.set_ends(&ends)?;
+        self.due = serde_json::from_value(state["due"].clone()).map_err(|e| format!("task_state.due: {e}"))?;
+        Ok(())
     }
 
     fn train_grads(&mut self, step: u64, rng: &mut ChaCha8Rng) -> Result<(f64, GradStore, Metrics)> {
@@ -593,7 +613,19 @@ impl Task for RecursiveTask {
             best.offer(ValScore { step, val_solved: r.solved, val_node_acc: r.node_acc }, self.model.params())?;
         }
         let window = self.due.steps;
-        self.due.drain(&mut m);
+        let regular = self.eval_every > 0 && step.is_multiple_of(self.eval_every);
+        if !regular {
+            self.due.peek(&mut m);
+        } else {
+            self.due.drain(&mut m);
+        }
+        let acc = std::array::from_fn(|k| m.get(&format!("window_due_acc_parents{k}")).copied());
+        if let Some(i) = if regular { self.stages.observe(step, &acc) } else { None } {
+            m.insert("stage_end".into(), step as f64);
+            if self.verbose {
+                eprintln!("[{}] step {step}: curriculum stage {i} ends (due-node accuracy met)", self.variant.name);
+            }
+        }
         if self.verbose && window == 0.0 {
             eprintln!("[{}] step {step}: val solved {:.3}, node acc {:.3}", self.variant.name, r.solved, r.node_acc);
         } else if self.verbose {
