@@ -95,9 +95,9 @@ fn default_true() -> bool {
     true
 }
 
-/// One curriculum stage: for the first `steps` training steps after the previous stage,
-/// training graphs use these overrides of `data` (spec §11.5 lever: copy-only or small
-/// graphs first). Unset fields keep the `data` value.
+/// One curriculum stage: for `steps` training steps after the previous stage (or longer,
+/// with `until_due_acc`), training graphs use these overrides of `data` (spec §11.5 lever:
+/// copy-only or small graphs first). Unset fields keep the `data` value.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CurriculumStage {
