@@ -445,11 +445,12 @@ fn resume_continues_a_study_run_bit_identically() {
         s.out_dir = base.display().to_string();
         s.train.steps = steps;
         s.resume = resume;
-        latentlab::experiments::recursive::reproduce(&s, true, true).expect("runs");
+        latentlab::experiments::recursive::reproduce(&s, true, true).expect("runs")
     };
     run("straight", 12, false);
     run("resumed", 10, false);
-    run("resumed", 12, true);
+    let o = run("resumed", 12, true);
+    assert_eq!(o.variant("discrete-ec").unwrap().stage_ends, vec![8], "results name the measured stage end");
     let weights = |name: &str| std::fs::read(base.join(name).join("discrete-ec/checkpoints/step_00000012/model.safetensors")).expect("step-12 checkpoint");
     assert!(weights("straight") == weights("resumed"), "a resumed run differs from an uninterrupted one");
     // The validation-selected weights too (their record survives the interruption).

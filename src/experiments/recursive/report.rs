@@ -69,7 +69,11 @@ pub fn write_report(o: &RecursiveOutcome) -> Result<(), StudyError> {
         .variants
         .iter()
         .filter_map(|v| {
-            let decay = v.decay_start.map_or(String::new(), |d| format!("; decay triggered at step {d}"));
+            let mut decay = v.decay_start.map_or(String::new(), |d| format!("; decay triggered at step {d}"));
+            if !v.stage_ends.is_empty() {
+                let ends: Vec<String> = v.stage_ends.iter().map(u64::to_string).collect();
+                decay.push_str(&format!("; measured curriculum stage(s) ended at step {}", ends.join(", ")));
+            }
             v.selected.map(|s| format!("{} step {} of {} (validation solved {:.3}, node acc {:.3}{decay})", v.variant.name, s.step, v.steps, s.val_solved, s.val_node_acc))
         })
         .collect();

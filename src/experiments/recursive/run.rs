@@ -41,6 +41,8 @@ pub struct VariantResult {
     pub steps: u64,
     /// The step at which `train.decay_trigger` fired (None: it did not).
     pub decay_start: Option<u64>,
+    /// Steps at which measured curriculum stages (`until_due_acc`) ended, in order.
+    pub stage_ends: Vec<u64>,
 }
 
 impl VariantResult {
@@ -198,6 +200,7 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, swee
         sizes,
         steps: summary.steps,
         decay_start: sink.records.iter().find(|(_, m)| m.contains_key("decay_start")).map(|(step, _)| *step),
+        stage_ends: sink.records.iter().filter(|(_, m)| m.contains_key("stage_end")).map(|(step, _)| *step).collect(),
     };
     Ok((result, task.model))
 }
