@@ -266,7 +266,7 @@ impl Default for RecursiveStudy {
                 Variant { steps: Some(BASELINE_STEPS), ..variant("recurrent-e2e", Method::RecurrentE2e, 3, false) },
             ],
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps;
-            // then small sums (leaves 0..3) up to step 8,000 (the sixth session's levers).
+            // then small sums (leaves 0..3; the sixth session's lever).
             curriculum: vec![
                 CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: None, max_steps: None },
                 // Ends on a measurement: at step 8,000 at the earliest, once copies and small
