@@ -296,8 +296,7 @@ impl Gpt {
         for block in body {
             resid = block.forward(&resid, &mut hooks)?;
         }
-        let rows = Tensor::from_slice(rows, rows.len(), ids.device())?;
-        let out = last.forward_rows(&resid, &rows)?;
+        let out = last.forward_rows(&resid, rows)?;
         let out = if self.ln_final.is_identity() { out } else { self.ln_final.forward(&out)? };
         self.unembed.forward(&out)
     }

@@ -259,6 +259,31 @@ impl Attention {
     }
 }
 
+impl Attention {
+    /// The attention output at the flattened query rows `rows` only (strictly increasing
+    /// indices b·pos + i): `x: (batch, pos, d_model) -> (rows, d_model)`. Keys and values
+    /// still use every position; the queries, the pattern, `P·V` and `W_O` run on the
+    /// kept rows (fused, `ops::causal_attention_rows`). With RoPE, relative positions or
+    /// a distance bias the full output is computed and gathered. No hooks.
+    pub fn forward_rows(&self, x: &Tensor, rows: &[u32]) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let idx = Tensor::from_slice(rows, rows.len(), x.device())?;
+        if self.rope.is_some() || self.rel.is_some() || self.rel_bias.is_some() {
+            return self.forward(x, &mut Hooks::none())?.reshape((b * t, d))?.index_select(&idx, 0);
+        }
+        let (h, hk, dh) = (self.cfg.n_heads, self.cfg.n_kv_heads, self.cfg.d_head);
+        let x_rows = x.reshape((b * t, d))?.index_select(&idx, 0)?;
+        let q = match &self.q_proj {
+            Some(p) => p.forward(&x_rows)?,
+            None => x_rows,
+        };
+        let k = self.k_proj.forward(x)?;
+        let v = self.v_proj.forward(x)?;
+        let z = ops::causal_attention_rows(&q, &k, &v, rows, h, hk, 1.0 / (dh as f64).sqrt())?;
+        self.out_proj.forward(&z)
+    }
+}
+
 /// Causal attention of layer `layer` in the TransformerLens layout, shared by
 /// every model: `q: (batch, query_pos, head_index, d_head)`, `k, v: (batch,
 /// key_pos, kv_head, d_head)` `-> z: (batch, query_pos, head_index, d_head)`,

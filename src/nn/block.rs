@@ -104,18 +104,20 @@ impl Block {
         hooks.apply(HookPoint::ResidPost(l), out)
     }
 
-    /// The block's output at `rows` of the flattened `(batch·pos)` stream only:
-    /// `(batch, pos, d_model), rows: (n,) u32 -> (n, d_model)`. Attention still runs
-    /// over every position (its keys and values need them); the residual adds, the
-    /// norm and the MLP run on the kept rows. Equals `forward` flattened and gathered
-    /// (no hooks); a loss that reads few positions needs nothing more from the last block.
-    pub fn forward_rows(&self, resid: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    /// The block's output at `rows` of the flattened `(batch·pos)` stream only
+    /// (strictly increasing): `(batch, pos, d_model) -> (n, d_model)`. The keys and
+    /// values of attention use every position; the queries, the pattern, the residual
+    /// adds, the norm and the MLP run on the kept rows (`Attention::forward_rows`).
+    /// Equals `forward` flattened and gathered (no hooks); a loss that reads few
+    /// positions needs nothing more from the last block.
+    pub fn forward_rows(&self, resid: &Tensor, rows: &[u32]) -> Result<Tensor> {
         let (b, t, d) = resid.dims3()?;
         let mut hooks = Hooks::none();
         let attn_in = Self::normed(&self.ln1, HookPoint::Ln1Normalized(self.layer), resid, &mut hooks)?;
-        let attn_out = self.attn.forward(&attn_in, &mut hooks)?;
-        let gather = |x: &Tensor| x.reshape((b * t, d))?.index_select(rows, 0)?.unsqueeze(0);
-        let (resid, attn_out) = (gather(resid)?, gather(&attn_out)?);
+        let attn_out = self.attn.forward_rows(&attn_in, rows)?;
+        let idx = Tensor::from_slice(rows, rows.len(), resid.device())?;
+        let resid = resid.reshape((b * t, d))?.index_select(&idx, 0)?.unsqueeze(0)?;
+        let attn_out = attn_out.unsqueeze(0)?;
         let mid = (&resid + attn_out)?;
         let out = match (&self.mlp, self.residual) {
             (None, _) => mid,

@@ -90,9 +90,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// The GEMMs of one training step as (batch, m, k, n) with their repeat count:
 /// forward `x·Wᵀ`, backward `g·W` and `gᵀ·x` for each weight; attention
-/// `q·kᵀ`, `p·v` and their four backward products.
-/// With `scored = Some(n)` the last block's MLP and the unembedding see `n` rows
-/// (`Gpt::forward_rows`, used by the loss when few positions are scored).
+/// `q·kᵀ`, `p·v` and their four backward products (`dS·K` only for queries that
+/// need a gradient: not an identity W_Q over frozen embeddings).
+/// With `scored = Some(n)` the last block's queries, attention pattern, `W_O`, MLP and
+/// the unembedding see `n` rows (`Gpt::forward_rows`, used by the loss when few
+/// positions are scored; `n / batch` queries per sequence against all keys).
 fn gemm_shapes(m: &GptConfig, batch: usize, t: usize, scored: Option<usize>) -> Vec<(usize, usize, usize, usize)> {
     let all_rows = batch * t;
     let d = m.d_model;
@@ -107,27 +109,32 @@ fn gemm_shapes(m: &GptConfig, batch: usize, t: usize, scored: Option<usize>) -> 
     };
     for l in 0..m.n_layers {
         let first = l == 0;
-        let rows = all_rows;
-        let mlp_rows = if l + 1 == m.n_layers { scored.unwrap_or(all_rows) } else { all_rows };
+        let input_grad = !first || !m.freeze_embed;
+        let last_rows = if l + 1 == m.n_layers { scored } else { None };
+        let q_rows = last_rows.unwrap_or(all_rows);
         if !m.identity_q {
-            linear(&mut out, rows, d, h * dh, !first || !m.freeze_embed);
+            linear(&mut out, q_rows, d, h * dh, input_grad);
         }
-        linear(&mut out, rows, d, m.n_kv_heads() * dh, true);
-        linear(&mut out, rows, d, m.n_kv_heads() * dh, true);
-        linear(&mut out, rows, h * dh, d, true);
+        linear(&mut out, all_rows, d, m.n_kv_heads() * dh, input_grad);
+        linear(&mut out, all_rows, d, m.n_kv_heads() * dh, input_grad);
+        linear(&mut out, q_rows, h * dh, d, true);
         match m.ffn_kind(l) {
             FfnKind::Mlp => {
-                linear(&mut out, mlp_rows, d, m.d_mlp, true);
-                linear(&mut out, mlp_rows, m.d_mlp, d, true);
+                linear(&mut out, q_rows, d, m.d_mlp, true);
+                linear(&mut out, q_rows, m.d_mlp, d, true);
                 if m.act == Act::Swiglu {
-                    linear(&mut out, mlp_rows, d, m.d_mlp, true);
+                    linear(&mut out, q_rows, d, m.d_mlp, true);
                 }
             }
-            FfnKind::Linear => linear(&mut out, mlp_rows, d, d, true),
+            FfnKind::Linear => linear(&mut out, q_rows, d, d, true),
             FfnKind::None => {}
         }
         let bh = batch * h;
-        out.extend([(bh, t, dh, t), (bh, t, t, dh), (bh, t, t, dh), (bh, t, dh, t), (bh, dh, t, t), (bh, t, t, dh)]);
+        let tq = last_rows.map_or(t, |n| n.div_ceil(batch.max(1)));
+        out.extend([(bh, tq, dh, t), (bh, tq, t, dh), (bh, tq, dh, t), (bh, t, tq, dh), (bh, t, tq, dh)]);
+        if input_grad || !m.identity_q {
+            out.push((bh, tq, t, dh));
+        }
     }
     let rows = scored.unwrap_or(all_rows);
     out.push((1, rows, d, m.vocab_size));

@@ -125,9 +125,10 @@ fn forward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
     z
 }
 
-fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+/// Gradients of q (when `want_dq`; empty otherwise), k and v.
+fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32], want_dq: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
-    let mut dq = vec![0.0f32; q.len()];
+    let mut dq = vec![0.0f32; if want_dq { q.len() } else { 0 }];
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
     let (dqp, dkp, dvp) = (SyncPtr(dq.as_mut_ptr()), SyncPtr(dk.as_mut_ptr()), SyncPtr(dv.as_mut_ptr()));
@@ -157,8 +158,11 @@ fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32]) -> (Vec<f
                 });
                 // SAFETY: as above.
                 unsafe {
-                    // term 2: dQ = dS·K
-                    mm(t, dh, s, dqp.0.add(q_off), g.q_row(), 1, false, dp.as_ptr(), s, 1, k.as_ptr().add(kv_off), g.kv_row(), 1);
+                    // term 2: dQ = dS·K (skipped for queries autograd does not track,
+                    // e.g. an identity W_Q over frozen embeddings)
+                    if want_dq {
+                        mm(t, dh, s, dqp.0.add(q_off), g.q_row(), 1, false, dp.as_ptr(), s, 1, k.as_ptr().add(kv_off), g.kv_row(), 1);
+                    }
                     // term 3: dK += dSᵀ·Q
                     mm(s, dh, t, dkp.0.add(kv_off), g.kv_row(), 1, true, dp.as_ptr(), 1, s, q.as_ptr().add(q_off), g.q_row(), 1);
                 }
@@ -216,14 +220,15 @@ impl CustomOp3 for AttentionOp {
 
     fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _z: &Tensor, dz: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.geometry(q.layout(), k.layout())?;
+        let want_dq = q.track_op();
         let (dq, dk, dv) = with_f32(q, "attention", |q| {
             with_f32(k, "attention", |k| {
-                with_f32(v, "attention", |v| with_f32(dz, "attention", |dz| backward(&g, q, k, v, dz)))
+                with_f32(v, "attention", |v| with_f32(dz, "attention", |dz| backward(&g, q, k, v, dz, want_dq)))
             })
         })????;
         let dev = q.device();
         Ok((
-            Some(Tensor::from_vec(dq, q.shape(), dev)?),
+            if want_dq { Some(Tensor::from_vec(dq, q.shape(), dev)?) } else { None },
             Some(Tensor::from_vec(dk, k.shape(), dev)?),
             Some(Tensor::from_vec(dv, v.shape(), dev)?),
         ))
@@ -285,7 +290,7 @@ mod tests {
 
     #[test]
     fn matches_reference_forward_and_backward() -> Result<()> {
-        for &(b, t, s, h, hk, dh) in &[(2, 5, 5, 2, 2, 4), (3, 4, 6, 4, 2, 3), (1, 7, 7, 1, 1, 8), (2, 6, 6, 2, 1, 72)] {
+        for &(b, t, s, h, hk, dh) in &[(2, 5, 5, 2, 2, 4), (3, 4, 6, 4, 2, 3), (1, 7, 7, 1, 1, 8), (2, 6, 6, 2, 1, 72), (1, 70, 75, 2, 1, 4)] {
             let (q, k, v) = inputs(b, t, s, h, hk, dh)?;
             let w = Tensor::randn(0f32, 1., (b, t, h * dh), &Device::Cpu)?;
             let fused = causal_attention(&q, &k, &v, h, hk, 0.37)?;
@@ -330,6 +335,19 @@ mod tests {
                 let fd = (at(plus)? - at(minus)?) / (2.0 * eps as f64);
                 assert!((fd - g[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()), "input {which}[{i}]: fd {fd} vs {}", g[i]);
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn untracked_queries_get_no_gradient_and_keys_the_same() -> Result<()> {
+        let (q, k, v) = inputs(2, 5, 5, 2, 1, 3)?;
+        let plain = q.as_tensor().detach();
+        let a = causal_attention(&plain, &k, &v, 2, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
+        let b = causal_attention(&q, &k, &v, 2, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
+        assert!(a.get(&plain).is_none());
+        for x in [&k, &v] {
+            assert_eq!(a.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?, b.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(())
     }

@@ -30,6 +30,8 @@ pub use softmax::{
 };
 pub mod attention;
 pub use attention::{causal_attention, causal_attention_reference};
+pub mod attention_rows;
+pub use attention_rows::{causal_attention_rows, causal_attention_rows_reference};
 pub mod attention_bias;
 pub use attention_bias::{causal_attention_bias, causal_attention_bias_reference, distance_bias};
 pub mod linear;
