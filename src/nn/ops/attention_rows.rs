@@ -35,7 +35,7 @@ struct Geometry {
 
 impl Geometry {
     fn new(rows: &[u32], batch: usize, k_len: usize, n_heads: usize, n_kv_heads: usize, d_head: usize, scale: f32) -> Result<Self> {
-        if n_kv_heads == 0 || n_heads % n_kv_heads != 0 {
+        if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
             candle_core::bail!("attention rows: {n_heads} heads not a multiple of {n_kv_heads} kv heads");
         }
         let mut starts = vec![0usize; batch + 1];
