@@ -1,11 +1,15 @@
 //! Fused causal attention on (batch, pos, head_index, d_head) tensors, the
-//! TransformerLens layout, so no head transposes are materialised.
+//! TransformerLens layout, so no head transposes are materialised — for every query
+//! position, or for a chosen set of query rows only (a loss that reads ~1 position in 8
+//! needs the last layer's attention there alone; its keys and values still come from
+//! every position).
 //!
-//! Per (batch, head): S = Q·Kᵀ·scale (masked k > q + (s − t)), P = softmax(S),
-//! Z = P·V. Backward recomputes P (nothing is saved) and, per (batch, kv head):
+//! Per (batch, head): S = Q·Kᵀ·scale (query i sees keys ≤ i + (s − t); a chosen row
+//! (b, i) sees keys ≤ i), P = softmax(S), Z = P·V. Backward recomputes P (nothing is
+//! saved) and, per (batch, kv head):
 //!   dP = dZ·Vᵀ;  dV += Pᵀ·dZ  (term 1)
 //!   dS = P ⊙ (dP − rowsum(dP ⊙ P)) · scale  (softmax backward)
-//!   dQ = dS·K  (term 2);  dK += dSᵀ·Q  (term 3)
+//!   dQ = dS·K  (term 2, only for queries autograd tracks);  dK += dSᵀ·Q  (term 3)
 //! Work is split over (batch, kv head) groups; each group is computed by one
 //! thread in a fixed order, so results do not depend on the thread count.
 
@@ -14,16 +18,25 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use super::cpu::{fast_exp, row_dot, row_max, row_sum, wide, with_f32};
 use rayon::prelude::*;
 
+/// The query rows of one call; the rows of one batch are contiguous in q.
+#[derive(Debug, Clone)]
+enum QueryRows {
+    /// Every position: q_len rows per batch, row i sees keys ≤ i + (k_len − q_len).
+    All { q_len: usize },
+    /// Chosen rows: batch b owns rows starts[b]..starts[b + 1]; row r sees keys ≤ pos[r].
+    Chosen { starts: Vec<usize>, pos: Vec<usize> },
+}
+
 /// Geometry of one call.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Geometry {
     batch: usize,
-    q_len: usize,
     k_len: usize,
     n_heads: usize,
     n_kv_heads: usize,
     d_head: usize,
     scale: f32,
+    rows: QueryRows,
 }
 
 impl Geometry {
@@ -32,6 +45,33 @@ impl Geometry {
     }
     fn kv_row(&self) -> usize {
         self.n_kv_heads * self.d_head
+    }
+    fn n_rows(&self) -> usize {
+        match &self.rows {
+            QueryRows::All { q_len } => self.batch * q_len,
+            QueryRows::Chosen { pos, .. } => pos.len(),
+        }
+    }
+    /// First row, row count and key width (keys read by its last row) of batch b.
+    fn group(&self, b: usize) -> (usize, usize, usize) {
+        match &self.rows {
+            QueryRows::All { q_len } => (b * q_len, *q_len, self.k_len),
+            QueryRows::Chosen { starts, pos } => {
+                let (a, z) = (starts[b], starts[b + 1]);
+                (a, z - a, if z > a { pos[z - 1] + 1 } else { 0 })
+            }
+        }
+    }
+    /// Scratch floats for the largest group's m×w pattern.
+    fn scratch(&self) -> usize {
+        (0..self.batch).map(|b| self.group(b)).map(|(_, m, w)| m * w).max().unwrap_or(0)
+    }
+    /// Keys seen by row i of the group starting at row `first`.
+    fn live(&self, first: usize, i: usize) -> usize {
+        match &self.rows {
+            QueryRows::All { q_len } => (i + self.k_len - q_len + 1).min(self.k_len),
+            QueryRows::Chosen { pos, .. } => pos[first + i] + 1,
+        }
     }
 }
 
@@ -77,16 +117,19 @@ pub(super) unsafe fn mm_scaled(
     }
 }
 
-/// P = causal softmax(scale · Q_bh·K_bgᵀ) into `p` (t×s, row-major).
-fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p: &mut [f32]) {
-    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
-    let qp = q[b * t * g.q_row() + h * dh..].as_ptr();
-    let kp = k[b * s * g.kv_row() + kvh * dh..].as_ptr();
-    // SAFETY: Q_bh is t×dh with row stride q_row; K_bgᵀ is dh×s with col stride kv_row.
-    unsafe { mm_scaled(t, s, dh, p.as_mut_ptr(), s, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row(), g.scale) };
-    let offset = s - t;
-    wide(#[inline(always)] || for (i, row) in p.chunks_exact_mut(s).enumerate() {
-        let (live, masked) = row.split_at_mut((i + offset + 1).min(s));
+/// P = causal softmax(scale · Q_bh·K_bgᵀ) of batch b's query rows into `p` (m×w,
+/// row-major, zero past each row's last key); returns (first row, m, w).
+fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p: &mut [f32]) -> (usize, usize, usize) {
+    let (first, m, w) = g.group(b);
+    let dh = g.d_head;
+    let p = &mut p[..m * w];
+    let qp = q[first * g.q_row() + h * dh..].as_ptr();
+    let kp = k[b * g.k_len * g.kv_row() + kvh * dh..].as_ptr();
+    // SAFETY: Q rows first..first+m (head h) are m×dh with row stride q_row; K_bgᵀ is
+    // dh×w with col stride kv_row; p holds m·w.
+    unsafe { mm_scaled(m, w, dh, p.as_mut_ptr(), w, 1, false, qp, g.q_row(), 1, kp, 1, g.kv_row(), g.scale) };
+    wide(#[inline(always)] || for (i, row) in p.chunks_exact_mut(w).enumerate() {
+        let (live, masked) = row.split_at_mut(g.live(first, i));
         let max = row_max(live);
         for x in live.iter_mut() {
             *x = fast_exp(*x - max);
@@ -96,28 +139,32 @@ fn pattern(g: &Geometry, q: &[f32], k: &[f32], b: usize, h: usize, kvh: usize, p
             *x *= inv;
         }
         masked.fill(0.0);
-    })
+    });
+    (first, m, w)
 }
 
 fn forward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
-    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
-    let mut z = vec![0.0f32; g.batch * t * g.q_row()];
+    let dh = g.d_head;
+    let mut z = vec![0.0f32; g.n_rows() * g.q_row()];
     let zp = SyncPtr(z.as_mut_ptr());
     let group = g.n_heads / g.n_kv_heads;
     (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
-        || vec![0.0f32; t * s],
+        || vec![0.0f32; g.scratch()],
         |p, task| {
             // Capture the whole SyncPtr (Send), not its raw-pointer field.
             #[allow(clippy::redundant_locals)]
             let zp = zp;
             let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
+            if g.group(b).1 == 0 {
+                return;
+            }
             for h in kvh * group..(kvh + 1) * group {
-                pattern(g, q, k, b, h, kvh, p);
-                let vp = v[b * s * g.kv_row() + kvh * dh..].as_ptr();
-                // SAFETY: Z_bh is this task's own t×dh block (row stride q_row).
+                let (first, m, w) = pattern(g, q, k, b, h, kvh, p);
+                let vp = v[b * g.k_len * g.kv_row() + kvh * dh..].as_ptr();
+                // SAFETY: Z rows first..first+m, head h, belong to this task only (row stride q_row).
                 unsafe {
-                    let dst = zp.0.add(b * t * g.q_row() + h * dh);
-                    mm(t, dh, s, dst, g.q_row(), 1, false, p.as_ptr(), s, 1, vp, g.kv_row(), 1);
+                    let dst = zp.0.add(first * g.q_row() + h * dh);
+                    mm(m, dh, w, dst, g.q_row(), 1, false, p.as_ptr(), w, 1, vp, g.kv_row(), 1);
                 }
             }
         },
@@ -127,30 +174,36 @@ fn forward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32]) -> Vec<f32> {
 
 /// Gradients of q (when `want_dq`; empty otherwise), k and v.
 fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32], want_dq: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let (t, s, dh) = (g.q_len, g.k_len, g.d_head);
+    let dh = g.d_head;
     let mut dq = vec![0.0f32; if want_dq { q.len() } else { 0 }];
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
     let (dqp, dkp, dvp) = (SyncPtr(dq.as_mut_ptr()), SyncPtr(dk.as_mut_ptr()), SyncPtr(dv.as_mut_ptr()));
     let group = g.n_heads / g.n_kv_heads;
+    let buf = g.scratch();
     (0..g.batch * g.n_kv_heads).into_par_iter().for_each_init(
-        || (vec![0.0f32; t * s], vec![0.0f32; t * s]),
+        || (vec![0.0f32; buf], vec![0.0f32; buf]),
         |(p, dp), task| {
             let (dqp, dkp, dvp) = (dqp, dkp, dvp);
             let (b, kvh) = (task / g.n_kv_heads, task % g.n_kv_heads);
-            let kv_off = b * s * g.kv_row() + kvh * dh;
+            if g.group(b).1 == 0 {
+                return;
+            }
+            let kv_off = b * g.k_len * g.kv_row() + kvh * dh;
             for h in kvh * group..(kvh + 1) * group {
-                let q_off = b * t * g.q_row() + h * dh;
-                pattern(g, q, k, b, h, kvh, p);
-                // SAFETY: all blocks are in bounds; dQ_bh, dK_bg, dV_bg belong to this task only.
+                let (first, m, w) = pattern(g, q, k, b, h, kvh, p);
+                let q_off = first * g.q_row() + h * dh;
+                let (p, dp) = (&p[..m * w], &mut dp[..m * w]);
+                // SAFETY: all blocks are in bounds; dQ rows first..first+m (head h) and the
+                // batch-b blocks of dK_bg, dV_bg belong to this task only.
                 unsafe {
                     let dzp = dz.as_ptr().add(q_off);
                     // dP = dZ·Vᵀ
-                    mm(t, s, dh, dp.as_mut_ptr(), s, 1, false, dzp, g.q_row(), 1, v.as_ptr().add(kv_off), 1, g.kv_row());
+                    mm(m, w, dh, dp.as_mut_ptr(), w, 1, false, dzp, g.q_row(), 1, v.as_ptr().add(kv_off), 1, g.kv_row());
                     // term 1: dV += Pᵀ·dZ
-                    mm(s, dh, t, dvp.0.add(kv_off), g.kv_row(), 1, true, p.as_ptr(), 1, s, dzp, g.q_row(), 1);
+                    mm(w, dh, m, dvp.0.add(kv_off), g.kv_row(), 1, true, p.as_ptr(), 1, w, dzp, g.q_row(), 1);
                 }
-                wide(#[inline(always)] || for (prow, dprow) in p.chunks_exact(s).zip(dp.chunks_exact_mut(s)) {
+                wide(#[inline(always)] || for (prow, dprow) in p.chunks_exact(w).zip(dp.chunks_exact_mut(w)) {
                     let dot = row_dot(prow, dprow);
                     for (d, &pv) in dprow.iter_mut().zip(prow) {
                         *d = pv * (*d - dot) * g.scale;
@@ -161,10 +214,10 @@ fn backward(g: &Geometry, q: &[f32], k: &[f32], v: &[f32], dz: &[f32], want_dq: 
                     // term 2: dQ = dS·K (skipped for queries autograd does not track,
                     // e.g. an identity W_Q over frozen embeddings)
                     if want_dq {
-                        mm(t, dh, s, dqp.0.add(q_off), g.q_row(), 1, false, dp.as_ptr(), s, 1, k.as_ptr().add(kv_off), g.kv_row(), 1);
+                        mm(m, dh, w, dqp.0.add(q_off), g.q_row(), 1, false, dp.as_ptr(), w, 1, k.as_ptr().add(kv_off), g.kv_row(), 1);
                     }
                     // term 3: dK += dSᵀ·Q
-                    mm(s, dh, t, dkp.0.add(kv_off), g.kv_row(), 1, true, dp.as_ptr(), 1, s, q.as_ptr().add(q_off), g.q_row(), 1);
+                    mm(w, dh, m, dkp.0.add(kv_off), g.kv_row(), 1, true, dp.as_ptr(), 1, w, q.as_ptr().add(q_off), g.q_row(), 1);
                 }
             }
         },
@@ -176,27 +229,28 @@ struct AttentionOp {
     n_heads: usize,
     n_kv_heads: usize,
     scale: f32,
+    /// Chosen query rows (`causal_attention_rows`); None = every position.
+    chosen: Option<QueryRows>,
 }
 
 impl AttentionOp {
     fn geometry(&self, q: &Layout, k: &Layout) -> Result<Geometry> {
-        let (batch, q_len, q_row) = q.shape().dims3()?;
-        let (_, k_len, kv_row) = k.shape().dims3()?;
-        Ok(Geometry {
-            batch,
-            q_len,
-            k_len,
-            n_heads: self.n_heads,
-            n_kv_heads: self.n_kv_heads,
-            d_head: q_row / self.n_heads,
-            scale: self.scale,
-        })
-        .and_then(|g: Geometry| {
-            if g.kv_row() != kv_row || g.k_len < g.q_len {
-                candle_core::bail!("fused attention: bad shapes q {:?} k {:?}", q.shape(), k.shape())
+        let (batch, k_len, kv_row) = k.shape().dims3()?;
+        let (rows, q_row) = match &self.chosen {
+            None => {
+                let (qb, q_len, q_row) = q.shape().dims3()?;
+                if qb != batch || k_len < q_len {
+                    candle_core::bail!("fused attention: bad shapes q {:?} k {:?}", q.shape(), k.shape())
+                }
+                (QueryRows::All { q_len }, q_row)
             }
-            Ok(g)
-        })
+            Some(rows) => (rows.clone(), q.shape().dims2()?.1),
+        };
+        let g = Geometry { batch, k_len, n_heads: self.n_heads, n_kv_heads: self.n_kv_heads, d_head: q_row / self.n_heads, scale: self.scale, rows };
+        if g.kv_row() != kv_row || g.q_row() != q_row {
+            candle_core::bail!("fused attention: bad shapes q {:?} k {:?}", q.shape(), k.shape())
+        }
+        Ok(g)
     }
 }
 
@@ -242,7 +296,41 @@ pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, n_heads: usize, n_kv
     if !q.device().is_cpu() || q.dtype() != candle_core::DType::F32 {
         return causal_attention_reference(q, k, v, n_heads, n_kv_heads, scale);
     }
-    let op = AttentionOp { n_heads, n_kv_heads, scale: scale as f32 };
+    let op = AttentionOp { n_heads, n_kv_heads, scale: scale as f32, chosen: None };
+    q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
+}
+
+/// Causal multi-head attention at the query rows `rows` only.
+/// `q: (n, n_heads·d_head)` — the queries of the flattened positions `rows` (strictly
+/// increasing indices b·pos + i into `k`'s (batch, pos) grid); `k, v: (batch, pos,
+/// n_kv_heads·d_head)` `-> z: (n, n_heads·d_head)`; row (b, i) sees keys 0..=i of batch b.
+/// Equals [`causal_attention`] over every position, flattened and gathered at `rows`.
+pub fn causal_attention_rows(q: &Tensor, k: &Tensor, v: &Tensor, rows: &[u32], n_heads: usize, n_kv_heads: usize, scale: f64) -> Result<Tensor> {
+    let (n, q_row) = q.dims2()?;
+    let (batch, k_len, kv_row) = k.dims3()?;
+    if n != rows.len() || n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) || !q_row.is_multiple_of(n_heads) || kv_row != n_kv_heads * (q_row / n_heads) || v.dims() != k.dims() {
+        candle_core::bail!("attention rows: bad shapes q {:?} k {:?} v {:?} for {} rows", q.dims(), k.dims(), v.dims(), rows.len());
+    }
+    let mut starts = vec![0usize; batch + 1];
+    let mut pos = Vec::with_capacity(n);
+    for (i, &r) in rows.iter().enumerate() {
+        let r = r as usize;
+        if r >= batch * k_len {
+            candle_core::bail!("attention rows: row {r} outside the {batch}×{k_len} positions");
+        }
+        if i > 0 && r <= rows[i - 1] as usize {
+            candle_core::bail!("attention rows: rows must be strictly increasing (row {r} after {})", rows[i - 1]);
+        }
+        starts[r / k_len + 1] += 1;
+        pos.push(r % k_len);
+    }
+    for b in 0..batch {
+        starts[b + 1] += starts[b];
+    }
+    if !q.device().is_cpu() || q.dtype() != candle_core::DType::F32 {
+        return causal_attention_rows_reference(q, k, v, rows, n_heads, n_kv_heads, scale);
+    }
+    let op = AttentionOp { n_heads, n_kv_heads, scale: scale as f32, chosen: Some(QueryRows::Chosen { starts, pos }) };
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
@@ -268,6 +356,32 @@ pub fn causal_attention_reference(q: &Tensor, k: &Tensor, v: &Tensor, n_heads: u
     let mask = Tensor::from_vec(mask, (t, s), q.device())?;
     let pattern = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
     pattern.matmul(&vh)?.transpose(1, 2)?.reshape((b, t, ()))
+}
+
+/// The composed version of [`causal_attention_rows`]: each query row against its own
+/// batch's keys under its causal mask (test oracle and non-CPU fallback).
+pub fn causal_attention_rows_reference(q: &Tensor, k: &Tensor, v: &Tensor, rows: &[u32], n_heads: usize, n_kv_heads: usize, scale: f64) -> Result<Tensor> {
+    let (batch, k_len, _) = k.dims3()?;
+    let q_row = q.dim(1)?;
+    let dh = q_row / n_heads;
+    let heads = |x: &Tensor, nh: usize| -> Result<Tensor> { x.reshape((batch, k_len, nh, dh))?.transpose(1, 2)?.contiguous() };
+    let r = n_heads / n_kv_heads;
+    let rep = |x: Tensor| -> Result<Tensor> {
+        if r == 1 {
+            return Ok(x);
+        }
+        let (b, hk, s, dh) = x.dims4()?;
+        x.unsqueeze(2)?.broadcast_as((b, hk, r, s, dh))?.reshape((b, hk * r, s, dh))
+    };
+    let b_idx = Tensor::from_vec(rows.iter().map(|&x| x / k_len as u32).collect::<Vec<u32>>(), rows.len(), q.device())?;
+    let kh = rep(heads(k, n_kv_heads)?)?.index_select(&b_idx, 0)?; // (n, heads, s, dh)
+    let vh = rep(heads(v, n_kv_heads)?)?.index_select(&b_idx, 0)?;
+    let qh = q.reshape((rows.len(), n_heads, 1, dh))?;
+    let scores = (qh.matmul(&kh.t()?)? * scale)?; // (n, heads, 1, s)
+    let mask: Vec<f32> = rows.iter().flat_map(|&x| (0..k_len).map(move |j| if j > x as usize % k_len { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask = Tensor::from_vec(mask, (rows.len(), 1, 1, k_len), q.device())?;
+    let pattern = candle_nn::ops::softmax(&scores.broadcast_add(&mask)?, D::Minus1)?;
+    pattern.matmul(&vh)?.reshape((rows.len(), q_row))
 }
 
 #[cfg(test)]
@@ -359,6 +473,130 @@ mod tests {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(candle_core::Error::wrap)?;
             pool.install(|| {
                 let z = causal_attention(&q, &k, &v, 2, 2, 0.5)?;
+                let g = z.sqr()?.sum_all()?.backward()?;
+                Ok((z.flatten_all()?.to_vec1()?, g.get(&k).unwrap().flatten_all()?.to_vec1()?))
+            })
+        };
+        assert_eq!(run(1)?, run(2)?);
+        Ok(())
+    }
+
+    /// Rows of a (b, t) grid and random q (for those rows), k, v.
+    fn row_inputs(b: usize, t: usize, h: usize, hk: usize, dh: usize, rows: &[u32]) -> Result<(Var, Var, Var)> {
+        let dev = Device::Cpu;
+        Ok((
+            Var::randn(0f32, 1., (rows.len(), h * dh), &dev)?,
+            Var::randn(0f32, 1., (b, t, hk * dh), &dev)?,
+            Var::randn(0f32, 1., (b, t, hk * dh), &dev)?,
+        ))
+    }
+
+    #[test]
+    fn rows_equal_full_attention_gathered() -> Result<()> {
+        // Full causal attention evaluated at every row, then gathered, gives the same z
+        // and the same gradients as the row op fed the gathered queries.
+        let (b, t, h, hk, dh) = (3, 6, 2, 1, 4);
+        let rows: Vec<u32> = vec![0, 4, 5, 13, 14, 17];
+        let dev = Device::Cpu;
+        let qf = Var::randn(0f32, 1., (b, t, h * dh), &dev)?;
+        let k = Var::randn(0f32, 1., (b, t, hk * dh), &dev)?;
+        let v = Var::randn(0f32, 1., (b, t, hk * dh), &dev)?;
+        let idx = Tensor::from_slice(&rows, rows.len(), &dev)?;
+        let w = Tensor::randn(0f32, 1., (rows.len(), h * dh), &dev)?;
+        let full = causal_attention(&qf, &k, &v, h, hk, 0.4)?.reshape((b * t, h * dh))?.index_select(&idx, 0)?;
+        let q_rows = qf.as_tensor().reshape((b * t, h * dh))?.index_select(&idx, 0)?;
+        let fused = causal_attention_rows(&q_rows, &k, &v, &rows, h, hk, 0.4)?;
+        assert!(max_diff(&full, &fused)? < 1e-5);
+        let gf = (full * &w)?.sum_all()?.backward()?;
+        let gr = (fused * &w)?.sum_all()?.backward()?;
+        for x in [&qf, &k, &v] {
+            let d = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap())?;
+            assert!(d < 1e-5, "gradient differs by {d} for shape {:?}", x.dims());
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rows_matches_reference_forward_and_backward() -> Result<()> {
+        for &(b, t, h, hk, dh, ref rows) in &[(2, 5, 2, 2, 4, vec![1u32, 3, 4, 7, 9]), (3, 6, 4, 2, 3, vec![5u32, 6, 17]), (2, 7, 1, 1, 8, vec![0u32, 13])] {
+            let (q, k, v) = row_inputs(b, t, h, hk, dh, rows)?;
+            let w = Tensor::randn(0f32, 1., (rows.len(), h * dh), &Device::Cpu)?;
+            let fused = causal_attention_rows(&q, &k, &v, rows, h, hk, 0.37)?;
+            let reference = causal_attention_rows_reference(&q, &k, &v, rows, h, hk, 0.37)?;
+            assert!(max_diff(&fused, &reference)? < 1e-5);
+            let gf = (fused * &w)?.sum_all()?.backward()?;
+            let gr = (reference * &w)?.sum_all()?.backward()?;
+            for x in [&q, &k, &v] {
+                let d = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap())?;
+                assert!(d < 1e-4, "gradient differs by {d} for shape {:?}", x.dims());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rows_finite_differences() -> Result<()> {
+        let rows = [2u32, 3, 6];
+        let (q, k, v) = row_inputs(2, 4, 2, 1, 3, &rows)?;
+        let w = Tensor::randn(0f32, 1., (3, 6), &Device::Cpu)?;
+        let loss = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f64> {
+            Ok((causal_attention_rows(q, k, v, &rows, 2, 1, 0.5)? * &w)?.sum_all()?.to_scalar::<f32>()? as f64)
+        };
+        let grads = (causal_attention_rows(&q, &k, &v, &rows, 2, 1, 0.5)? * &w)?.sum_all()?.backward()?;
+        for which in 0..3 {
+            let x = [&q, &k, &v][which];
+            let g: Vec<f32> = grads.get(x).unwrap().flatten_all()?.to_vec1()?;
+            let base: Vec<f32> = x.flatten_all()?.to_vec1()?;
+            for i in (0..base.len()).step_by(3) {
+                let eps = 1e-2f32;
+                let mut plus = base.clone();
+                plus[i] += eps;
+                let mut minus = base.clone();
+                minus[i] -= eps;
+                let at = |vals: Vec<f32>| -> Result<f64> {
+                    let t = Tensor::from_vec(vals, x.shape(), &Device::Cpu)?;
+                    match which {
+                        0 => loss(&t, &k, &v),
+                        1 => loss(&q, &t, &v),
+                        _ => loss(&q, &k, &t),
+                    }
+                };
+                let fd = (at(plus)? - at(minus)?) / (2.0 * eps as f64);
+                assert!((fd - g[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()), "input {which}[{i}]: fd {fd} vs {}", g[i]);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn rows_untracked_queries_get_no_gradient_and_keys_the_same() -> Result<()> {
+        let rows = [1u32, 2, 5];
+        let (q, k, v) = row_inputs(2, 3, 1, 1, 4, &rows)?;
+        let plain = q.as_tensor().detach();
+        let a = causal_attention_rows(&plain, &k, &v, &rows, 1, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
+        let b = causal_attention_rows(&q, &k, &v, &rows, 1, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
+        assert!(a.get(&plain).is_none());
+        assert_eq!(a.get(&k).unwrap().flatten_all()?.to_vec1::<f32>()?, b.get(&k).unwrap().flatten_all()?.to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    #[test]
+    fn rows_bad_rows_are_errors() -> Result<()> {
+        let (q, k, v) = row_inputs(2, 3, 1, 1, 4, &[1, 2])?;
+        assert!(causal_attention_rows(&q, &k, &v, &[2, 1], 1, 1, 0.5).is_err());
+        assert!(causal_attention_rows(&q, &k, &v, &[1, 6], 1, 1, 0.5).is_err());
+        assert!(causal_attention_rows(&q, &k, &v, &[1], 1, 1, 0.5).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn rows_same_bits_for_one_and_two_threads() -> Result<()> {
+        let rows: Vec<u32> = vec![3, 7, 8, 15, 20, 30, 31];
+        let (q, k, v) = row_inputs(4, 8, 2, 2, 4, &rows)?;
+        let run = |n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(candle_core::Error::wrap)?;
+            pool.install(|| {
+                let z = causal_attention_rows(&q, &k, &v, &rows, 2, 2, 0.5)?;
                 let g = z.sqr()?.sum_all()?.backward()?;
                 Ok((z.flatten_all()?.to_vec1()?, g.get(&k).unwrap().flatten_all()?.to_vec1()?))
             })

@@ -29,9 +29,7 @@ pub use softmax::{
     causal_softmax, causal_softmax_reference, softmax_last_dim, softmax_last_dim_reference,
 };
 pub mod attention;
-pub use attention::{causal_attention, causal_attention_reference};
-pub mod attention_rows;
-pub use attention_rows::{causal_attention_rows, causal_attention_rows_reference};
+pub use attention::{causal_attention, causal_attention_reference, causal_attention_rows, causal_attention_rows_reference};
 pub mod attention_bias;
 pub use attention_bias::{causal_attention_bias, causal_attention_bias_reference, distance_bias};
 pub mod linear;
