@@ -9,7 +9,8 @@
 # Prints, at a few steps, the layer-2 attention of scored trigger queries on a fixed noisy
 # evaluation batch (256 sequences): total mass on tau slots and on ybar slots, the share of
 # "forced" queries (every earlier trigger follower holds tau) and the tau-slot mass of the
-# forced queries and of the others. Results: docs/crosscheck/README.md.
+# forced queries and of the others; at step 800 the C7 spectrum check of layer 2's W_2 and
+# at the last step the C6c truncation check. Results: docs/crosscheck/README.md.
 import json, math, sys
 import numpy as np
 import torch
@@ -58,18 +59,42 @@ layers = [dict(wk=lin(d, d), wv=lin(d, d), wo=lin(d, d), w1=lin(4 * d, d), w2=li
 params = [p for l in layers for p in l.values()]
 mask = torch.full((T, T), float('-inf')).triu(1)
 
-def forward(x, keep=None):
+def forward(x, edit=None):
+    # edit = (layer, name, replacement matrix): evaluate with one weight replaced.
     h = E[x] + P
     pats = []
     for li, l in enumerate(layers):
-        k = h @ l['wk'].T
-        v = h @ l['wv'].T
+        w = {k: (edit[2] if edit and edit[0] == li and edit[1] == k else m) for k, m in l.items()}
+        k = h @ w['wk'].T
+        v = h @ w['wv'].T
         s = h @ k.transpose(1, 2) / math.sqrt(d) + mask
         a = s.softmax(-1)
         pats.append(a)
-        h = h + (a @ v) @ l['wo'].T
-        h = h + F.relu(h @ l['w1'].T) @ l['w2'].T
+        h = h + (a @ v) @ w['wo'].T
+        h = h + F.relu(h @ w['w1'].T) @ w['w2'].T
     return h @ U.T, pats
+
+def low_rank(m, rho):
+    u, sv, vh = torch.linalg.svd(m.detach(), full_matrices=False)
+    r = int(rho * d)
+    return (u[:, :r] * sv[:r]) @ vh[:r]
+
+def c7():
+    # Left singular vectors of layer 2's W_2 against u_tau (the tau row of W_U).
+    u, sv, _ = torch.linalg.svd(layers[1]['w2'].detach(), full_matrices=False)
+    cos = (u.T @ (U[TAU] / U[TAU].norm())).abs()
+    return cos[0].item(), cos[1:].max().item(), sv[0].item(), sv[1].item()
+
+def c6c(xb, yb, cb):
+    # Max clean accuracy with W_V or W_O of layer 2 truncated to rho in {0.05, 0.1, 0.2}.
+    best = 0.0
+    sel = cb >= 2
+    with torch.no_grad():
+        for name in ('wv', 'wo'):
+            for rho in (0.05, 0.1, 0.2):
+                logits, _ = forward(xb, (1, name, low_rank(layers[1][name], rho)))
+                best = max(best, (logits[sel].argmax(-1) == yb[sel]).float().mean().item())
+    return best
 
 opt = torch.optim.SGD(params, lr=0.03, momentum=0.9, weight_decay=1e-4)
 rng = np.random.default_rng(seed)
@@ -93,6 +118,7 @@ def probe(xb, cb):
     return tot_tau / nq, tot_y / nq, forced / nq, f_tau / max(forced, 1), c_tau / max(nc, 1)
 
 ev = batch(np.random.default_rng(10_000 + seed), 256, ALPHA)
+clean = batch(np.random.default_rng(20_000 + seed), 256, 0.0)
 for step in range(1, STEPS + 1):
     x, y, c, _ = batch(rng, BATCH, ALPHA)
     logits, _ = forward(x)
@@ -102,3 +128,8 @@ for step in range(1, STEPS + 1):
     if step in (100, 200, 300, 400, 600, 800, 1000, 1500, 2000) or step == STEPS:
         r = probe(ev[0], ev[2])
         print(f"step {step} loss {loss.item():.3f} tau {r[0]:.3f} ybar {r[1]:.3f} forced_frac {r[2]:.3f} forced_tau {r[3]:.3f} choice_tau {r[4]:.3f}", flush=True)
+    if step == 800:
+        top, other, s1, s2 = c7()
+        print(f"step {step} C7: cos(top left sv of W_2, u_tau) {top:.2f}, others <= {other:.2f}; sigma1 {s1:.2f} sigma2 {s2:.2f}", flush=True)
+    if step == STEPS:
+        print(f"step {step} C6c: max clean acc with W_V or W_O of layer 2 at rho <= 0.2: {c6c(clean[0], clean[1], clean[2]):.3f}", flush=True)
