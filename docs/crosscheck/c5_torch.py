@@ -4,7 +4,7 @@
 # ReLU FFN 256 in both layers, loss at trigger occurrences >= 2), written to check claim C5
 # (layer-2 attention mass on tau slots) outside latentlab. It shares no code with the crate.
 #
-#   python docs/crosscheck/c5_torch.py SEED THREADS STEPS BATCH    # e.g. 0 1 2000 64
+#   python docs/crosscheck/c5_torch.py SEED THREADS STEPS BATCH [ALPHA]   # e.g. 0 1 2000 64
 #
 # Prints, at a few steps, the layer-2 attention of scored trigger queries on a fixed noisy
 # evaluation batch (256 sequences): total mass on tau slots and on ybar slots, the share of
@@ -20,7 +20,8 @@ torch.set_num_threads(int(sys.argv[2]) if len(sys.argv) > 2 else 1)
 seed = int(sys.argv[1]) if len(sys.argv) > 1 else 0
 STEPS = int(sys.argv[3]) if len(sys.argv) > 3 else 1000
 BATCH = int(sys.argv[4]) if len(sys.argv) > 4 else 64
-d, T, V, ALPHA = 64, 64, 65, 0.5
+ALPHA = float(sys.argv[5]) if len(sys.argv) > 5 else 0.5
+d, T, V = 64, 64, 65
 Q, TAU = 1, 2
 
 import os
