@@ -257,9 +257,7 @@ impl Attention {
         let z = hooks.apply(HookPoint::AttnZ(l), z)?;
         self.out_proj.forward(&z.reshape((b, t, h * dh))?)
     }
-}
 
-impl Attention {
     /// The attention output at the flattened query rows `rows` only (strictly increasing
     /// indices b·pos + i): `x: (batch, pos, d_model) -> (rows, d_model)`. Keys and values
     /// still use every position; the queries, the pattern, `P·V` and `W_O` run on the
