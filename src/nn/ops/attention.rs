@@ -420,19 +420,15 @@ mod tests {
         Ok(())
     }
 
-    #[test]
-    fn finite_differences() -> Result<()> {
-        let (q, k, v) = inputs(2, 4, 4, 2, 1, 3)?;
-        let w = Tensor::randn(0f32, 1., (2, 4, 6), &Device::Cpu)?;
-        let loss = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f64> {
-            Ok((causal_attention(q, k, v, 2, 1, 0.5)? * &w)?.sum_all()?.to_scalar::<f32>()? as f64)
-        };
-        let grads = (causal_attention(&q, &k, &v, 2, 1, 0.5)? * &w)?.sum_all()?.backward()?;
+    /// Central differences of `Σ w ⊙ f(q, k, v)` against autograd, every `stride`-th input.
+    fn assert_fd(f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>, q: &Var, k: &Var, v: &Var, w: &Tensor, stride: usize) -> Result<()> {
+        let loss = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f64> { Ok((f(q, k, v)? * w)?.sum_all()?.to_scalar::<f32>()? as f64) };
+        let grads = (f(q, k, v)? * w)?.sum_all()?.backward()?;
         for which in 0..3 {
-            let x = [&q, &k, &v][which];
+            let x = [q, k, v][which];
             let g: Vec<f32> = grads.get(x).unwrap().flatten_all()?.to_vec1()?;
             let base: Vec<f32> = x.flatten_all()?.to_vec1()?;
-            for i in (0..base.len()).step_by(5) {
+            for i in (0..base.len()).step_by(stride) {
                 let eps = 1e-2f32;
                 let mut plus = base.clone();
                 plus[i] += eps;
@@ -441,9 +437,9 @@ mod tests {
                 let at = |vals: Vec<f32>| -> Result<f64> {
                     let t = Tensor::from_vec(vals, x.shape(), &Device::Cpu)?;
                     match which {
-                        0 => loss(&t, &k, &v),
-                        1 => loss(&q, &t, &v),
-                        _ => loss(&q, &k, &t),
+                        0 => loss(&t, k, v),
+                        1 => loss(q, &t, v),
+                        _ => loss(q, k, &t),
                     }
                 };
                 let fd = (at(plus)? - at(minus)?) / (2.0 * eps as f64);
@@ -454,31 +450,10 @@ mod tests {
     }
 
     #[test]
-    fn untracked_queries_get_no_gradient_and_keys_the_same() -> Result<()> {
-        let (q, k, v) = inputs(2, 5, 5, 2, 1, 3)?;
-        let plain = q.as_tensor().detach();
-        let a = causal_attention(&plain, &k, &v, 2, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
-        let b = causal_attention(&q, &k, &v, 2, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
-        assert!(a.get(&plain).is_none());
-        for x in [&k, &v] {
-            assert_eq!(a.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?, b.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?);
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn same_bits_for_one_and_two_threads() -> Result<()> {
-        let (q, k, v) = inputs(4, 8, 8, 2, 2, 4)?;
-        let run = |n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(candle_core::Error::wrap)?;
-            pool.install(|| {
-                let z = causal_attention(&q, &k, &v, 2, 2, 0.5)?;
-                let g = z.sqr()?.sum_all()?.backward()?;
-                Ok((z.flatten_all()?.to_vec1()?, g.get(&k).unwrap().flatten_all()?.to_vec1()?))
-            })
-        };
-        assert_eq!(run(1)?, run(2)?);
-        Ok(())
+    fn finite_differences() -> Result<()> {
+        let (q, k, v) = inputs(2, 4, 4, 2, 1, 3)?;
+        let w = Tensor::randn(0f32, 1., (2, 4, 6), &Device::Cpu)?;
+        assert_fd(|q, k, v| causal_attention(q, k, v, 2, 1, 0.5), &q, &k, &v, &w, 5)
     }
 
     /// Rows of a (b, t) grid and random q (for those rows), k, v.
@@ -539,45 +514,7 @@ mod tests {
         let rows = [2u32, 3, 6];
         let (q, k, v) = row_inputs(2, 4, 2, 1, 3, &rows)?;
         let w = Tensor::randn(0f32, 1., (3, 6), &Device::Cpu)?;
-        let loss = |q: &Tensor, k: &Tensor, v: &Tensor| -> Result<f64> {
-            Ok((causal_attention_rows(q, k, v, &rows, 2, 1, 0.5)? * &w)?.sum_all()?.to_scalar::<f32>()? as f64)
-        };
-        let grads = (causal_attention_rows(&q, &k, &v, &rows, 2, 1, 0.5)? * &w)?.sum_all()?.backward()?;
-        for which in 0..3 {
-            let x = [&q, &k, &v][which];
-            let g: Vec<f32> = grads.get(x).unwrap().flatten_all()?.to_vec1()?;
-            let base: Vec<f32> = x.flatten_all()?.to_vec1()?;
-            for i in (0..base.len()).step_by(3) {
-                let eps = 1e-2f32;
-                let mut plus = base.clone();
-                plus[i] += eps;
-                let mut minus = base.clone();
-                minus[i] -= eps;
-                let at = |vals: Vec<f32>| -> Result<f64> {
-                    let t = Tensor::from_vec(vals, x.shape(), &Device::Cpu)?;
-                    match which {
-                        0 => loss(&t, &k, &v),
-                        1 => loss(&q, &t, &v),
-                        _ => loss(&q, &k, &t),
-                    }
-                };
-                let fd = (at(plus)? - at(minus)?) / (2.0 * eps as f64);
-                assert!((fd - g[i] as f64).abs() < 2e-2 * (1.0 + fd.abs()), "input {which}[{i}]: fd {fd} vs {}", g[i]);
-            }
-        }
-        Ok(())
-    }
-
-    #[test]
-    fn rows_untracked_queries_get_no_gradient_and_keys_the_same() -> Result<()> {
-        let rows = [1u32, 2, 5];
-        let (q, k, v) = row_inputs(2, 3, 1, 1, 4, &rows)?;
-        let plain = q.as_tensor().detach();
-        let a = causal_attention_rows(&plain, &k, &v, &rows, 1, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
-        let b = causal_attention_rows(&q, &k, &v, &rows, 1, 1, 0.5)?.sqr()?.sum_all()?.backward()?;
-        assert!(a.get(&plain).is_none());
-        assert_eq!(a.get(&k).unwrap().flatten_all()?.to_vec1::<f32>()?, b.get(&k).unwrap().flatten_all()?.to_vec1::<f32>()?);
-        Ok(())
+        assert_fd(|q, k, v| causal_attention_rows(q, k, v, &rows, 2, 1, 0.5), &q, &k, &v, &w, 3)
     }
 
     #[test]
@@ -589,19 +526,47 @@ mod tests {
         Ok(())
     }
 
+    /// With q detached, autograd gets no q gradient and the same k, v gradients bit for bit.
+    fn assert_untracked_q(f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor>, q: &Var, k: &Var, v: &Var) -> Result<()> {
+        let plain = q.as_tensor().detach();
+        let a = f(&plain, k, v)?.sqr()?.sum_all()?.backward()?;
+        let b = f(q, k, v)?.sqr()?.sum_all()?.backward()?;
+        assert!(a.get(&plain).is_none());
+        for x in [k, v] {
+            assert_eq!(a.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?, b.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(())
+    }
+
     #[test]
-    fn rows_same_bits_for_one_and_two_threads() -> Result<()> {
-        let rows: Vec<u32> = vec![3, 7, 8, 15, 20, 30, 31];
-        let (q, k, v) = row_inputs(4, 8, 2, 2, 4, &rows)?;
+    fn untracked_queries_get_no_gradient_and_keys_the_same() -> Result<()> {
+        let (q, k, v) = inputs(2, 5, 5, 2, 1, 3)?;
+        assert_untracked_q(|q, k, v| causal_attention(q, k, v, 2, 1, 0.5), &q, &k, &v)?;
+        let rows = [1u32, 2, 5];
+        let (q, k, v) = row_inputs(2, 3, 1, 1, 4, &rows)?;
+        assert_untracked_q(|q, k, v| causal_attention_rows(q, k, v, &rows, 1, 1, 0.5), &q, &k, &v)
+    }
+
+    /// Output and k gradient of `f` on a 1-thread and a 2-thread pool are the same bits.
+    fn assert_same_bits(f: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Sync, q: &Var, k: &Var, v: &Var) -> Result<()> {
         let run = |n: usize| -> Result<(Vec<f32>, Vec<f32>)> {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().map_err(candle_core::Error::wrap)?;
             pool.install(|| {
-                let z = causal_attention_rows(&q, &k, &v, &rows, 2, 2, 0.5)?;
+                let z = f(q, k, v)?;
                 let g = z.sqr()?.sum_all()?.backward()?;
-                Ok((z.flatten_all()?.to_vec1()?, g.get(&k).unwrap().flatten_all()?.to_vec1()?))
+                Ok((z.flatten_all()?.to_vec1()?, g.get(k).unwrap().flatten_all()?.to_vec1()?))
             })
         };
         assert_eq!(run(1)?, run(2)?);
         Ok(())
+    }
+
+    #[test]
+    fn same_bits_for_one_and_two_threads() -> Result<()> {
+        let (q, k, v) = inputs(4, 8, 8, 2, 2, 4)?;
+        assert_same_bits(|q, k, v| causal_attention(q, k, v, 2, 2, 0.5), &q, &k, &v)?;
+        let rows: Vec<u32> = vec![3, 7, 8, 15, 20, 30, 31];
+        let (q, k, v) = row_inputs(4, 8, 2, 2, 4, &rows)?;
+        assert_same_bits(|q, k, v| causal_attention_rows(q, k, v, &rows, 2, 2, 0.5), &q, &k, &v)
     }
 }
