@@ -402,6 +402,19 @@ mod tests {
         (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
+    /// `a` and `b` agree within 1e-5, and the gradients of `Σ w ⊙ a` and `Σ w ⊙ b` with
+    /// respect to each of `vars` within `grad_tol`.
+    fn assert_same_output_and_grads(a: Tensor, b: Tensor, w: &Tensor, vars: [&Var; 3], grad_tol: f32) -> Result<()> {
+        assert!(max_diff(&a, &b)? < 1e-5);
+        let ga = (a * w)?.sum_all()?.backward()?;
+        let gb = (b * w)?.sum_all()?.backward()?;
+        for x in vars {
+            let d = max_diff(ga.get(x).unwrap(), gb.get(x).unwrap())?;
+            assert!(d < grad_tol, "gradient differs by {d} for shape {:?}", x.dims());
+        }
+        Ok(())
+    }
+
     #[test]
     fn matches_reference_forward_and_backward() -> Result<()> {
         for &(b, t, s, h, hk, dh) in &[(2, 5, 5, 2, 2, 4), (3, 4, 6, 4, 2, 3), (1, 7, 7, 1, 1, 8), (2, 6, 6, 2, 1, 72), (1, 70, 75, 2, 1, 4)] {
@@ -409,13 +422,7 @@ mod tests {
             let w = Tensor::randn(0f32, 1., (b, t, h * dh), &Device::Cpu)?;
             let fused = causal_attention(&q, &k, &v, h, hk, 0.37)?;
             let reference = causal_attention_reference(&q, &k, &v, h, hk, 0.37)?;
-            assert!(max_diff(&fused, &reference)? < 1e-5);
-            let gf = (fused * &w)?.sum_all()?.backward()?;
-            let gr = (reference * &w)?.sum_all()?.backward()?;
-            for x in [&q, &k, &v] {
-                let d = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap())?;
-                assert!(d < 1e-4, "gradient differs by {d} for shape {:?}", x.dims());
-            }
+            assert_same_output_and_grads(fused, reference, &w, [&q, &k, &v], 1e-4)?;
         }
         Ok(())
     }
@@ -481,14 +488,7 @@ mod tests {
         let full = causal_attention(&qf, &k, &v, h, hk, 0.4)?.reshape((b * t, h * dh))?.index_select(&idx, 0)?;
         let q_rows = qf.as_tensor().reshape((b * t, h * dh))?.index_select(&idx, 0)?;
         let fused = causal_attention_rows(&q_rows, &k, &v, &rows, h, hk, 0.4)?;
-        assert!(max_diff(&full, &fused)? < 1e-5);
-        let gf = (full * &w)?.sum_all()?.backward()?;
-        let gr = (fused * &w)?.sum_all()?.backward()?;
-        for x in [&qf, &k, &v] {
-            let d = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap())?;
-            assert!(d < 1e-5, "gradient differs by {d} for shape {:?}", x.dims());
-        }
-        Ok(())
+        assert_same_output_and_grads(full, fused, &w, [&qf, &k, &v], 1e-5)
     }
 
     #[test]
@@ -498,13 +498,7 @@ mod tests {
             let w = Tensor::randn(0f32, 1., (rows.len(), h * dh), &Device::Cpu)?;
             let fused = causal_attention_rows(&q, &k, &v, rows, h, hk, 0.37)?;
             let reference = causal_attention_rows_reference(&q, &k, &v, rows, h, hk, 0.37)?;
-            assert!(max_diff(&fused, &reference)? < 1e-5);
-            let gf = (fused * &w)?.sum_all()?.backward()?;
-            let gr = (reference * &w)?.sum_all()?.backward()?;
-            for x in [&q, &k, &v] {
-                let d = max_diff(gf.get(x).unwrap(), gr.get(x).unwrap())?;
-                assert!(d < 1e-4, "gradient differs by {d} for shape {:?}", x.dims());
-            }
+            assert_same_output_and_grads(fused, reference, &w, [&q, &k, &v], 1e-4)?;
         }
         Ok(())
     }
