@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use latentlab::interp::{HookPoint, Hooks};
 use latentlab::experiments::checkpoint::CheckpointTask;
-use latentlab::experiments::recursive::analysis::{analyze, AnalysisConfig};
+use latentlab::experiments::recursive::analysis::{analyze, format_routes, format_slot_heads, AnalysisConfig};
 use latentlab::experiments::recursive::checkpoint::RecursiveRun;
 use latentlab::experiments::recursive::report::mechanism_section;
 use latentlab::experiments::recursive::task::{final_batch, graph_set};
@@ -87,6 +87,7 @@ fn mechanism(args: &Args, run: &RecursiveRun, model: &Recurrent, ck_dir: &std::p
     for l in &m.layers {
         let (var, val) = l.median_amp();
         println!("layer {}: head families {:?}; median OV amplification VARIABLE {var:.3}, VALUE {val:.3}", l.layer, l.head_family);
+        println!("layer {}: slot heads {}; routes (strongest head, mean over slots) {}", l.layer, format_slot_heads(l), format_routes(l));
     }
     for (site, f) in &m.fourier {
         println!("DFT {site}: constant {:.3}, diagonal {:.3}, other {:.3}, diagonal of non-constant {:.3}", f.constant, f.diagonal, f.other, f.diagonal_of_nonconstant);

@@ -9,7 +9,10 @@
 //!   attention distributions: groups of heads that look at the same places);
 //! - `ov_amplification`: ‖P_f·W_O^h W_V^h·P_f‖₂ for the projector P_f onto a
 //!   subspace (e.g. one factor's embedding rows);
-//! - `relative_norm`: ‖Δ‖ / ‖h‖ (how much a sublayer changes the stream).
+//! - `relative_norm`: ‖Δ‖ / ‖h‖ (how much a sublayer changes the stream);
+//! - `route_mass`: each head's attention weight along given (query → key) routes,
+//!   one route per batch row (where information moves, e.g. from an operand to the
+//!   equation that defines it).
 
 use candle_core::{Result, Tensor};
 
@@ -95,6 +98,34 @@ fn rows_at(pattern: &Tensor, q: usize) -> Result<(usize, usize, usize, Vec<f32>)
         }
     }
     Ok((b, h, nk, rows))
+}
+
+/// Each head's attention weight from query to key along each route, averaged over the
+/// batch: `routes[r][b] = (query, key)` for batch row `b`; `pattern: (batch, heads, q,
+/// k)` → `out[r][head]`. A route may point anywhere at or before its query (causal
+/// patterns are 0 beyond it); positions outside the pattern are errors.
+pub fn route_mass(pattern: &Tensor, routes: &[Vec<(usize, usize)>]) -> Result<Vec<Vec<f64>>> {
+    let (b, h, nq, nk) = pattern.dims4()?;
+    let p: Vec<f32> = pattern.flatten_all()?.to_vec1()?;
+    routes
+        .iter()
+        .enumerate()
+        .map(|(ri, route)| {
+            if route.len() != b {
+                candle_core::bail!("route_mass: route {ri} has {} (query, key) pairs for a batch of {b}", route.len());
+            }
+            let mut out = vec![0f64; h];
+            for (bi, &(q, k)) in route.iter().enumerate() {
+                if q >= nq || k >= nk {
+                    candle_core::bail!("route_mass: route {ri}, row {bi}: ({q} → {k}) outside {nq} × {nk} positions");
+                }
+                for (hi, o) in out.iter_mut().enumerate() {
+                    *o += p[((bi * h + hi) * nq + q) * nk + k] as f64 / b as f64;
+                }
+            }
+            Ok(out)
+        })
+        .collect()
 }
 
 /// Mean entropy (nats) of each head's attention distribution at query `q`.
@@ -225,6 +256,23 @@ mod tests {
         assert_eq!(cos, vec![vec![1.0, 0.0], vec![0.0, 1.0]]);
         let uniform = Tensor::new(&[[[[0.5f32, 0.5]]]], &dev)?;
         assert!((attention_entropy(&uniform, 0)?[0] - 2f64.ln()).abs() < 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn route_mass_reads_the_chosen_cells_per_row() -> Result<()> {
+        let dev = Device::Cpu;
+        // 2 rows, 2 heads, 2 queries × 2 keys (causal).
+        let pattern = Tensor::new(
+            &[[[[1f32, 0.], [0.25, 0.75]], [[1., 0.], [1., 0.]]], [[[1., 0.], [0.5, 0.5]], [[1., 0.], [0., 1.]]]],
+            &dev,
+        )?;
+        // Route 0: query 1 → key 1 in both rows; route 1: row 0 looks at key 0, row 1 at key 1.
+        let m = route_mass(&pattern, &[vec![(1, 1), (1, 1)], vec![(1, 0), (1, 1)]])?;
+        assert_eq!(m[0], vec![(0.75 + 0.5) / 2.0, 0.5]);
+        assert_eq!(m[1], vec![(0.25 + 0.5) / 2.0, 1.0]);
+        assert!(route_mass(&pattern, &[vec![(1, 1)]]).is_err(), "one pair per row");
+        assert!(route_mass(&pattern, &[vec![(2, 0), (1, 1)]]).is_err(), "query out of range");
         Ok(())
     }
 

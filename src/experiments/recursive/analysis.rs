@@ -9,6 +9,11 @@
 //!    a layer-1 head is a "slot-k head" when family k gives it its largest RelVar.
 //!    Also entropies and the head × head cosine of attention distributions.
 //! 3. **OV amplification** of each head inside the VARIABLE and VALUE embedding spans.
+//! 3b. **Routes**: each head's attention from the RHS query to the operand tokens, from
+//!    the RHS query to the equations defining the operands, and from each operand token
+//!    to its own definition. They tell the spec's circuit (layer 1 gathers the operand
+//!    names at the RHS, layer 2 fetches their values) from the reverse order (layer 1
+//!    fetches each operand's value at the operand, layer 2 gathers them by position).
 //! 4. **MLP-1 contribution** ‖MLP₁‖ / ‖resid_mid‖ at the RHS position.
 //! 5. **3-D DFT of MLP-2** (`interp::fourier`) over all (x, y, z) ∈ Z_p³ written as the
 //!    values of three defined variables: pre-activations, post-ReLU, output and the
@@ -23,7 +28,7 @@ use serde::Serialize;
 
 use crate::data::compgraph::{encode, sample_problem, syntax, CompGraphConfig, Op, Problem, Token, Vocab, VALUE_FACTOR};
 use crate::interp::fourier::{summarize, FourierSummary};
-use crate::interp::heads::{attention_entropy, head_outputs, ov_amplification, pattern_cosine, rel_var, relative_norm, row_span_basis};
+use crate::interp::heads::{attention_entropy, head_outputs, ov_amplification, pattern_cosine, rel_var, relative_norm, route_mass, row_span_basis};
 use crate::interp::{HookPoint, Hooks};
 use crate::models::Recurrent;
 
@@ -48,6 +53,14 @@ impl Default for AnalysisConfig {
 /// The four controlled families.
 pub const FAMILIES: [&str; 4] = ["slot0", "slot1", "slot2", "rhs"];
 
+/// The attention routes measured in every layer (`LayerAnalysis::routes` order): RHS
+/// query → operand token k, RHS query → the RHS position defining operand k, operand
+/// token k → its own definition.
+pub const ROUTES: [&str; 9] = ["rhs→v0", "rhs→v1", "rhs→v2", "rhs→def(v0)", "rhs→def(v1)", "rhs→def(v2)", "v0→def(v0)", "v1→def(v1)", "v2→def(v2)"];
+
+/// The three kinds of route, three slots each, in `ROUTES` order.
+pub const ROUTE_KINDS: [&str; 3] = ["RHS→operand", "RHS→definition", "operand→definition"];
+
 /// One analysed layer.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerAnalysis {
@@ -64,6 +77,8 @@ pub struct LayerAnalysis {
     /// ‖P_f OV_h P_f‖₂ per head for f = VARIABLE and VALUE.
     pub amp_variable: Vec<f64>,
     pub amp_value: Vec<f64>,
+    /// Attention weight per route (ROUTES order), per head, averaged over every input.
+    pub routes: Vec<Vec<f64>>,
 }
 
 /// Everything the analysis measured.
@@ -83,15 +98,7 @@ pub struct MechanismReport {
 impl MechanismReport {
     /// Slots 0–2 each with at least one layer-1 head whose RelVar peaks on that slot's family.
     pub fn slots_with_heads(&self) -> [bool; 3] {
-        let mut out = [false; 3];
-        if let Some(l1) = self.layers.first() {
-            for &f in &l1.head_family {
-                if f < 3 {
-                    out[f] = true;
-                }
-            }
-        }
-        out
+        self.layers.first().map_or([false; 3], |l1| l1.slot_heads().map(|hs| !hs.is_empty()))
     }
 }
 
@@ -109,6 +116,40 @@ impl LayerAnalysis {
     pub fn median_amp(&self) -> (f64, f64) {
         (median(&self.amp_variable), median(&self.amp_value))
     }
+
+    /// For slots 0–2, the heads whose RelVar peaks on that slot's family.
+    pub fn slot_heads(&self) -> [Vec<usize>; 3] {
+        let mut out: [Vec<usize>; 3] = Default::default();
+        for (h, &f) in self.head_family.iter().enumerate() {
+            if f < 3 {
+                out[f].push(h);
+            }
+        }
+        out
+    }
+
+    /// Per route kind (`ROUTE_KINDS`): the strongest head's weight on each slot's route,
+    /// averaged over the three slots (1 = for every slot some head puts all its weight there).
+    pub fn route_summary(&self) -> [f64; 3] {
+        let best = |r: usize| self.routes.get(r).map_or(0.0, |hs| hs.iter().copied().fold(0.0, f64::max));
+        [0, 1, 2].map(|kind| (0..3).map(|k| best(kind * 3 + k)).sum::<f64>() / 3.0)
+    }
+}
+
+/// `slot k: [heads]` for the three slots of one layer.
+pub fn format_slot_heads(l: &LayerAnalysis) -> String {
+    let groups = l.slot_heads();
+    groups
+        .iter()
+        .enumerate()
+        .map(|(k, hs)| format!("slot {k}: [{}]", hs.iter().map(|h| h.to_string()).collect::<Vec<_>>().join(",")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `RHS→operand 0.12, RHS→definition 0.05, operand→definition 0.95` for one layer.
+pub fn format_routes(l: &LayerAnalysis) -> String {
+    ROUTE_KINDS.iter().zip(l.route_summary()).map(|(k, v)| format!("{k} {v:.2}")).collect::<Vec<_>>().join(", ")
 }
 
 /// A context graph in its solved state with the names it defines and their values.
@@ -182,6 +223,7 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
     let mut rv_sum = vec![vec![vec![0f64; n_heads]; FAMILIES.len()]; n_layers];
     let mut ent_sum = vec![vec![0f64; n_heads]; n_layers];
     let mut cos_sum = vec![vec![vec![0f64; n_heads]; n_heads]; n_layers];
+    let mut route_sum = vec![vec![vec![0f64; n_heads]; ROUTES.len()]; n_layers];
     let (mut hits, mut total) = (vec![0usize; FAMILIES.len()], vec![0usize; FAMILIES.len()]);
     let mut mlp1 = Vec::new();
     let mut n_ctx = 0usize;
@@ -203,6 +245,7 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
         for (fi, _) in FAMILIES.iter().enumerate() {
             let mut seqs = Vec::new();
             let mut truth = Vec::new();
+            let mut row_vars = Vec::new();
             for _ in 0..cfg.family_size {
                 let mut vars = base;
                 let mut r = base_r;
@@ -213,9 +256,11 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
                 }
                 seqs.push(controlled(&ctx.state, &vocab, vars.map(|(v, _)| v), r)?);
                 truth.push(vars.iter().map(|(_, x)| x).sum::<u32>() % p);
+                row_vars.push(vars.map(|(v, _)| v));
             }
             let x = batch_tensor(&seqs, model)?;
             let q = seqs[0].len() - 1;
+            let routes = routes_of(&ctx, &row_vars, q)?;
             let mut hooks = Hooks::capture(points(n_layers));
             let logits = model.step(&x, &mut hooks)?;
             let pred: Vec<u32> = logits[VALUE_FACTOR].narrow(1, q, 1)?.squeeze(1)?.argmax(1)?.to_vec1()?;
@@ -227,6 +272,11 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
                 let outs = head_outputs(pattern, &hooks.cache[&HookPoint::AttnV(l)], &w_o, q)?;
                 for (h, v) in rel_var(&outs).into_iter().enumerate() {
                     rv_sum[l][fi][h] += v;
+                }
+                for (acc, m) in route_sum[l].iter_mut().zip(route_mass(pattern, &routes)?) {
+                    for (a, v) in acc.iter_mut().zip(m) {
+                        *a += v / FAMILIES.len() as f64;
+                    }
                 }
                 if fi == 0 {
                     for (h, e) in attention_entropy(pattern, q)?.into_iter().enumerate() {
@@ -267,6 +317,7 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
             head_cosine: cos_sum[l].iter().map(|r| r.iter().map(|x| x / nc).collect()).collect(),
             amp_variable: ov_amplification(&w_v, &w_o, n_heads, &var_basis)?,
             amp_value: ov_amplification(&w_v, &w_o, n_heads, &val_basis)?,
+            routes: route_sum[l].iter().map(|r| r.iter().map(|x| x / nc).collect()).collect(),
         });
     }
     let family_acc: Vec<f64> = hits.iter().zip(&total).map(|(h, t)| *h as f64 / (*t).max(1) as f64).collect();
@@ -276,6 +327,25 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
         _ => Vec::new(),
     };
     Ok(MechanismReport { controlled_acc, family_acc, layers, mlp1_relative: mlp1.iter().sum::<f64>() / mlp1.len().max(1) as f64, fourier })
+}
+
+/// The (query, key) pairs of every route (ROUTES order) for each row of a family batch:
+/// the operands of `<EQ_SEP> v0 ADD v1 ADD v2 = r` sit at q − 6, q − 4 and q − 2.
+fn routes_of(ctx: &Context, row_vars: &[[u32; 3]], q: usize) -> Result<Vec<Vec<(usize, usize)>>> {
+    let def = |v: u32| {
+        ctx.rhs_pos.iter().find(|(name, _)| *name == v).map(|(_, pos)| *pos).ok_or_else(|| candle_core::Error::Msg(format!("variable {v} has no definition in the context")))
+    };
+    let operand = |k: usize| q - 6 + 2 * k;
+    let mut routes = vec![Vec::with_capacity(row_vars.len()); ROUTES.len()];
+    for vars in row_vars {
+        for k in 0..3 {
+            let d = def(vars[k])?;
+            routes[k].push((q, operand(k)));
+            routes[3 + k].push((q, d));
+            routes[6 + k].push((operand(k), d));
+        }
+    }
+    Ok(routes)
 }
 
 /// Sweep (x, y, z) ∈ Z_p³ as the values of three distinct defined variables and
@@ -357,6 +427,17 @@ mod tests {
             vec![syntax::EQ_SEP, syntax::VARIABLE, syntax::OPERATION, syntax::VARIABLE, syntax::OPERATION, syntax::VARIABLE, syntax::EQ, syntax::VARIABLE]
         );
         assert_eq!(s.last().unwrap()[1], ctx.unused[0]);
+        // Routes land on the operand tokens and on the RHS positions that define them.
+        let q = s.len() - 1;
+        let routes = routes_of(&ctx, &[[a, b, a]], q)?;
+        for (k, v) in [a, b, a].into_iter().enumerate() {
+            let (rq, op) = routes[k][0];
+            assert_eq!((rq, s[op][0], s[op][1]), (q, syntax::VARIABLE, v));
+            let (_, def) = routes[3 + k][0];
+            assert_eq!(s[def][1], v);
+            assert!(def < ctx.state.len() && s[def + 1][0] != syntax::OPERATION && s[def - 1][0] == syntax::EQ, "definition at {def}");
+            assert_eq!(routes[6 + k][0], (op, def));
+        }
         assert_eq!(s.last().unwrap()[VALUE_FACTOR], vocab.value_empty());
 
         let mcfg = RecurrentConfig { factor_sizes: vocab.sizes().to_vec(), d_model: 16, n_layers: 2, n_heads: 2, d_mlp: 32, ..Default::default() };
@@ -365,6 +446,12 @@ mod tests {
         assert_eq!(r.layers.len(), 2);
         assert_eq!(r.layers[0].rel_var.len(), FAMILIES.len());
         assert!(r.layers.iter().all(|l| l.amp_variable.len() == 2 && l.amp_value.iter().all(|a| a.is_finite() && *a > 0.0)));
+        for l in &r.layers {
+            assert_eq!((l.routes.len(), l.routes[0].len()), (ROUTES.len(), 2));
+            assert!(l.routes.iter().flatten().all(|m| (0.0..=1.0 + 1e-6).contains(m)), "{:?}", l.routes);
+            // At initialisation nothing routes sharply.
+            assert!(l.route_summary().iter().all(|s| *s < 0.5), "{:?}", l.route_summary());
+        }
         assert!((0.0..=1.0).contains(&r.controlled_acc) && r.mlp1_relative.is_finite());
         assert_eq!(r.fourier.len(), 4);
         for (site, f) in &r.fourier {

@@ -2,7 +2,7 @@
 //! measured; a claim whose measurement is not implemented yet says so and fails.
 
 
-use super::analysis::MechanismReport;
+use super::analysis::{format_slot_heads, MechanismReport};
 use super::run::{RecursiveOutcome, VariantResult};
 
 pub use crate::experiments::claims::Claim;
@@ -184,19 +184,13 @@ pub fn full_claims(o: &RecursiveOutcome) -> Vec<Claim> {
 fn mechanism_claims(m: &MechanismReport) -> Vec<Claim> {
     let mut out = Vec::new();
     let slots = m.slots_with_heads();
-    let groups: Vec<String> = m.layers.first().map_or(Vec::new(), |l| {
-        (0..3)
-            .map(|k| {
-                let heads: Vec<String> = l.head_family.iter().enumerate().filter(|(_, f)| **f == k).map(|(h, _)| h.to_string()).collect();
-                format!("slot {k}: [{}]", heads.join(","))
-            })
-            .collect()
-    });
+    // Where the slots went when layer 1 lacks them: the later layers' slot heads too.
+    let groups: Vec<String> = m.layers.iter().map(|l| format!("layer {}: {}", l.layer, format_slot_heads(l))).collect();
     out.push(claim(
         "R7",
         "slot heads in layer 1",
         "controlled-input accuracy ≥ 0.9; every slot has ≥ 1 layer-1 head whose RelVar peaks on that slot's family",
-        format!("accuracy {:.3}; {}", m.controlled_acc, groups.join("; ")),
+        format!("accuracy {:.3}; {}", m.controlled_acc, groups.join(" | ")),
         m.controlled_acc >= 0.9 && slots.iter().all(|&s| s),
     ));
     match (m.layers.first(), m.layers.get(1)) {

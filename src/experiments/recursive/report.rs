@@ -4,7 +4,7 @@
 //! (RelVar and head-cosine heat maps, OV amplification, DFT energy classes and conjugate
 //! pairs). Every number drawn was computed by this run.
 
-use super::analysis::{MechanismReport, FAMILIES};
+use super::analysis::{format_routes, format_slot_heads, MechanismReport, FAMILIES, ROUTES};
 use super::run::{RecursiveOutcome, StudyError};
 use crate::report::{bar_chart, heatmap, line_chart, BarGroup, ChartSpec, Report, Series};
 
@@ -30,6 +30,10 @@ pub fn mechanism_section(r: &mut Report, m: &MechanismReport) -> Result<(), Stud
         let spec = ChartSpec::new(&format!("layer {}: OV amplification per factor subspace", l.layer), "head", "‖P OV P‖₂");
         let groups = vec![BarGroup { name: "VARIABLE".into(), values: l.amp_variable.clone() }, BarGroup { name: "VALUE".into(), values: l.amp_value.clone() }];
         r.figure(format!("Layer {} OV amplification", l.layer), bar_chart(&spec, &heads, &groups)?);
+        r.paragraph(format!("Layer {}: slot heads (RelVar peak) {}; strongest head per route, mean over slots: {}.", l.layer, format_slot_heads(l), format_routes(l)));
+        let routes: Vec<String> = ROUTES.iter().map(|s| s.to_string()).collect();
+        let spec = ChartSpec::new(&format!("layer {}: attention weight along each route (mean over inputs)", l.layer), "head", "route");
+        r.figure(format!("Layer {} routes (route × head)", l.layer), heatmap(&spec, &l.routes, &routes, &heads, Some((0.0, 1.0)))?);
     }
     if !m.fourier.is_empty() {
         let sites: Vec<String> = m.fourier.iter().map(|(s, _)| s.clone()).collect();
