@@ -9,13 +9,13 @@
 //!    a layer-1 head is a "slot-k head" when family k gives it its largest RelVar.
 //!    Also entropies and the head × head cosine of attention distributions.
 //! 3. **OV amplification** of each head inside the VARIABLE and VALUE embedding spans.
-//! 3b. **Routes**: each head's attention from the RHS query to the operand tokens, from
+//! 4. **Routes**: each head's attention from the RHS query to the operand tokens, from
 //!    the RHS query to the equations defining the operands, and from each operand token
 //!    to its own definition. They tell the spec's circuit (layer 1 gathers the operand
 //!    names at the RHS, layer 2 fetches their values) from the reverse order (layer 1
 //!    fetches each operand's value at the operand, layer 2 gathers them by position).
-//! 4. **MLP-1 contribution** ‖MLP₁‖ / ‖resid_mid‖ at the RHS position.
-//! 5. **3-D DFT of MLP-2** (`interp::fourier`) over all (x, y, z) ∈ Z_p³ written as the
+//! 5. **MLP-1 contribution** ‖MLP₁‖ / ‖resid_mid‖ at the RHS position.
+//! 6. **3-D DFT of MLP-2** (`interp::fourier`) over all (x, y, z) ∈ Z_p³ written as the
 //!    values of three defined variables: pre-activations, post-ReLU, output and the
 //!    VALUE logits.
 //!
