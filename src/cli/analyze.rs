@@ -88,6 +88,7 @@ fn mechanism(args: &Args, run: &RecursiveRun, model: &Recurrent, ck_dir: &std::p
         let (var, val) = l.median_amp();
         println!("layer {}: head families {:?}; median OV amplification VARIABLE {var:.3}, VALUE {val:.3}", l.layer, l.head_family);
         println!("layer {}: slot heads {}; routes (strongest head, mean over slots) {}", l.layer, format_slot_heads(l), format_routes(l));
+        println!("layer {}: accuracy with one head zeroed {}", l.layer, l.ablated_acc.iter().map(|a| format!("{a:.2}")).collect::<Vec<_>>().join(" "));
     }
     for (site, f) in &m.fourier {
         println!("DFT {site}: constant {:.3}, diagonal {:.3}, other {:.3}, diagonal of non-constant {:.3}", f.constant, f.diagonal, f.other, f.diagonal_of_nonconstant);

@@ -210,16 +210,56 @@ pub enum Intervention {
     Add(Tensor),
     /// Multiply by a constant.
     Scale(f64),
+    /// Apply `what` to these heads only (head ablation, head patching): along the
+    /// head axis of `hook_q|k|v|z` (axis 2; for grouped-query keys and values the
+    /// indices are kv heads) or of `hook_attn_scores|pattern` (axis 1). At a point
+    /// without heads, or with a head out of range, the forward pass fails.
+    Heads { heads: Vec<usize>, what: Box<Intervention> },
 }
 
 impl Intervention {
-    fn apply(&self, t: &Tensor) -> Result<Tensor> {
+    /// `what` on the given heads only.
+    pub fn on_heads(heads: impl IntoIterator<Item = usize>, what: Intervention) -> Self {
+        Intervention::Heads { heads: heads.into_iter().collect(), what: Box::new(what) }
+    }
+
+    fn apply(&self, t: &Tensor, point: &HookPoint) -> Result<Tensor> {
         match self {
             Intervention::Zero => t.zeros_like(),
             Intervention::MeanOverBatch => t.mean_keepdim(0)?.broadcast_as(t.shape())?.contiguous(),
             Intervention::Replace(r) => r.broadcast_as(t.shape())?.contiguous(),
             Intervention::Add(a) => t.broadcast_add(a),
             Intervention::Scale(s) => t * *s,
+            Intervention::Heads { heads, what } => {
+                let axis = point.head_axis().ok_or_else(|| candle_core::Error::Msg(format!("per-head intervention at `{point}`, which has no head axis")))?;
+                let n = t.dim(axis)?;
+                if let Some(h) = heads.iter().find(|&&h| h >= n) {
+                    candle_core::bail!("per-head intervention at `{point}`: head {h} out of range ({n} heads)");
+                }
+                let parts = (0..n)
+                    .map(|h| {
+                        let part = t.narrow(axis, h, 1)?;
+                        if heads.contains(&h) {
+                            what.apply(&part, point)
+                        } else {
+                            Ok(part)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&parts, axis)
+            }
+        }
+    }
+}
+
+impl HookPoint {
+    /// The head axis of a per-head activation (`None` for points without heads).
+    pub fn head_axis(&self) -> Option<usize> {
+        match self {
+            HookPoint::AttnQ(_) | HookPoint::AttnK(_) | HookPoint::AttnV(_) | HookPoint::AttnZ(_) => Some(2),
+            HookPoint::AttnScores(_) | HookPoint::AttnPattern(_) => Some(1),
+            HookPoint::Looped { point, .. } => point.head_axis(),
+            _ => None,
         }
     }
 }
@@ -303,7 +343,7 @@ impl Hooks {
         let mut t = t;
         for (q, what) in &self.interventions {
             if *q == p {
-                t = what.apply(&t)?;
+                t = what.apply(&t, &p)?;
             }
         }
         if self.capture_all || self.capture.contains(&p) {
@@ -384,6 +424,32 @@ mod tests {
         assert_eq!(apply(Intervention::Add(add))?, vec![vec![11., 22.], vec![13., 24.]]);
         let rep = Tensor::new(&[[9f32, 9.], [9., 9.]], &dev)?;
         assert_eq!(apply(Intervention::Replace(rep))?, vec![vec![9., 9.], vec![9., 9.]]);
+        assert!(apply(Intervention::on_heads([0], Intervention::Zero)).is_err(), "hook_embed has no heads");
+        Ok(())
+    }
+
+    #[test]
+    fn per_head_interventions_touch_only_their_heads() -> Result<()> {
+        let dev = Device::Cpu;
+        // hook_z: (batch 2, pos 1, heads 3, d_head 2).
+        let z = Tensor::arange(0f32, 12., &dev)?.reshape((2, 1, 3, 2))?;
+        let run = |point: HookPoint, t: &Tensor, w: Intervention| -> Result<Tensor> {
+            let mut h = Hooks::none().intervene(point.clone(), w);
+            h.apply(point, t.clone())
+        };
+        let out = run(HookPoint::AttnZ(0), &z, Intervention::on_heads([1], Intervention::Zero))?;
+        assert_eq!(out.flatten_all()?.to_vec1::<f32>()?, vec![0., 1., 0., 0., 4., 5., 6., 7., 0., 0., 10., 11.]);
+        let out = run(HookPoint::AttnZ(0), &z, Intervention::on_heads([0, 2], Intervention::MeanOverBatch))?;
+        assert_eq!(out.flatten_all()?.to_vec1::<f32>()?, vec![3., 4., 2., 3., 7., 8., 3., 4., 8., 9., 7., 8.]);
+        // hook_pattern: heads on axis 1; the loop prefix keeps the axis.
+        let pattern = Tensor::ones((1, 2, 2, 2), candle_core::DType::F32, &dev)?;
+        let looped = HookPoint::Looped { step: 1, point: Box::new(HookPoint::AttnPattern(0)) };
+        let mut h = Hooks::none().intervene(looped, Intervention::on_heads([1], Intervention::Scale(0.5)));
+        h.set_step(Some(1));
+        let out = h.apply(HookPoint::AttnPattern(0), pattern)?;
+        assert_eq!(out.flatten_all()?.to_vec1::<f32>()?, vec![1., 1., 1., 1., 0.5, 0.5, 0.5, 0.5]);
+        let e = run(HookPoint::AttnZ(0), &z, Intervention::on_heads([3], Intervention::Zero)).unwrap_err().to_string();
+        assert!(e.contains("head 3 out of range (3 heads)"), "{e}");
         Ok(())
     }
 

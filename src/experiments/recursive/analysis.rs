@@ -14,6 +14,8 @@
 //!    to its own definition. They tell the spec's circuit (layer 1 gathers the operand
 //!    names at the RHS, layer 2 fetches their values) from the reverse order (layer 1
 //!    fetches each operand's value at the operand, layer 2 gathers them by position).
+//!    **Head ablation**: controlled-input accuracy with one head's output zeroed
+//!    (`blocks.{l}.attn.hook_z`), for every head: which heads the answer needs.
 //! 5. **MLP-1 contribution** ‖MLP₁‖ / ‖resid_mid‖ at the RHS position.
 //! 6. **3-D DFT of MLP-2** (`interp::fourier`) over all (x, y, z) ∈ Z_p³ written as the
 //!    values of three defined variables: pre-activations, post-ReLU, output and the
@@ -29,7 +31,7 @@ use serde::Serialize;
 use crate::data::compgraph::{encode, sample_problem, syntax, CompGraphConfig, Op, Problem, Token, Vocab, VALUE_FACTOR};
 use crate::interp::fourier::{summarize, FourierSummary};
 use crate::interp::heads::{attention_entropy, head_outputs, ov_amplification, pattern_cosine, rel_var, relative_norm, route_mass, row_span_basis};
-use crate::interp::{HookPoint, Hooks};
+use crate::interp::{HookPoint, Hooks, Intervention};
 use crate::models::Recurrent;
 
 /// What the analysis samples.
@@ -79,6 +81,8 @@ pub struct LayerAnalysis {
     pub amp_value: Vec<f64>,
     /// Attention weight per route (ROUTES order), per head, averaged over every input.
     pub routes: Vec<Vec<f64>>,
+    /// Controlled-input accuracy (all families) with each head's output zeroed.
+    pub ablated_acc: Vec<f64>,
 }
 
 /// Everything the analysis measured.
@@ -224,6 +228,7 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
     let mut ent_sum = vec![vec![0f64; n_heads]; n_layers];
     let mut cos_sum = vec![vec![vec![0f64; n_heads]; n_heads]; n_layers];
     let mut route_sum = vec![vec![vec![0f64; n_heads]; ROUTES.len()]; n_layers];
+    let mut ablated_hits = vec![vec![0usize; n_heads]; n_layers];
     let (mut hits, mut total) = (vec![0usize; FAMILIES.len()], vec![0usize; FAMILIES.len()]);
     let mut mlp1 = Vec::new();
     let mut n_ctx = 0usize;
@@ -263,9 +268,18 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
             let routes = routes_of(&ctx, &row_vars, q)?;
             let mut hooks = Hooks::capture(points(n_layers));
             let logits = model.step(&x, &mut hooks)?;
-            let pred: Vec<u32> = logits[VALUE_FACTOR].narrow(1, q, 1)?.squeeze(1)?.argmax(1)?.to_vec1()?;
-            hits[fi] += pred.iter().zip(&truth).filter(|(a, b)| a == b).count();
+            let correct = |logits: &[Tensor]| -> Result<usize> {
+                let pred: Vec<u32> = logits[VALUE_FACTOR].narrow(1, q, 1)?.squeeze(1)?.argmax(1)?.to_vec1()?;
+                Ok(pred.iter().zip(&truth).filter(|(a, b)| a == b).count())
+            };
+            hits[fi] += correct(&logits)?;
             total[fi] += truth.len();
+            for (l, row) in ablated_hits.iter_mut().enumerate() {
+                for (h, n) in row.iter_mut().enumerate() {
+                    let mut ablate = Hooks::none().intervene(HookPoint::AttnZ(l), Intervention::on_heads([h], Intervention::Zero));
+                    *n += correct(&model.step(&x, &mut ablate)?)?;
+                }
+            }
             for l in 0..n_layers {
                 let pattern = &hooks.cache[&HookPoint::AttnPattern(l)];
                 let w_o = weight(format!("blocks.{l}.attn.out_proj.weight"))?;
@@ -318,6 +332,7 @@ pub fn analyze(model: &Recurrent, data: &CompGraphConfig, cfg: &AnalysisConfig) 
             amp_variable: ov_amplification(&w_v, &w_o, n_heads, &var_basis)?,
             amp_value: ov_amplification(&w_v, &w_o, n_heads, &val_basis)?,
             routes: route_sum[l].iter().map(|r| r.iter().map(|x| x / nc).collect()).collect(),
+            ablated_acc: ablated_hits[l].iter().map(|&n| n as f64 / total.iter().sum::<usize>().max(1) as f64).collect(),
         });
     }
     let family_acc: Vec<f64> = hits.iter().zip(&total).map(|(h, t)| *h as f64 / (*t).max(1) as f64).collect();
@@ -451,6 +466,7 @@ mod tests {
             assert!(l.routes.iter().flatten().all(|m| (0.0..=1.0 + 1e-6).contains(m)), "{:?}", l.routes);
             // At initialisation nothing routes sharply.
             assert!(l.route_summary().iter().all(|s| *s < 0.5), "{:?}", l.route_summary());
+            assert!(l.ablated_acc.len() == 2 && l.ablated_acc.iter().all(|a| (0.0..=1.0).contains(a)));
         }
         assert!((0.0..=1.0).contains(&r.controlled_acc) && r.mlp1_relative.is_finite());
         assert_eq!(r.fourier.len(), 4);

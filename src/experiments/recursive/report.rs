@@ -34,6 +34,9 @@ pub fn mechanism_section(r: &mut Report, m: &MechanismReport) -> Result<(), Stud
         let routes: Vec<String> = ROUTES.iter().map(|s| s.to_string()).collect();
         let spec = ChartSpec::new(&format!("layer {}: attention weight along each route (mean over inputs)", l.layer), "head", "route");
         r.figure(format!("Layer {} routes (route × head)", l.layer), heatmap(&spec, &l.routes, &routes, &heads, Some((0.0, 1.0)))?);
+        let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new(&format!("layer {}: controlled-input accuracy with one head zeroed (all: {})", l.layer, f3(m.controlled_acc)), "head", "accuracy") };
+        let groups = vec![BarGroup { name: "head output zeroed".into(), values: l.ablated_acc.clone() }];
+        r.figure(format!("Layer {} head ablation", l.layer), bar_chart(&spec, &heads, &groups)?);
     }
     if !m.fourier.is_empty() {
         let sites: Vec<String> = m.fourier.iter().map(|(s, _)| s.clone()).collect();
