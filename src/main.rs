@@ -9,6 +9,13 @@ mod cli;
 use cli::Cli;
 
 fn main() -> ExitCode {
+    // Die quietly when the reader of stdout goes away (`latentlab … | head`), as C tools
+    // do, instead of panicking in `println!` (Rust ignores SIGPIPE by default).
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Cli::parse();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -158,6 +158,38 @@ fn bad_checkpoints_and_commands_give_one_clear_error() {
     assert!(o.status.success(), "{}", stderr(&o));
     let acts = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
     assert_eq!(acts["blocks.1.attn.hook_pattern"].dims(), &[4, 2, 8, 8]);
+
+    // Head scores on repeated random tokens: every layer and head, in [0, 1].
+    let hs = d.join("hs");
+    let o = latentlab(&["analyze", ck.to_str().unwrap(), "--head-scores", "--batch", "3", "--out", hs.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hs.join("head-scores.json")).unwrap()).unwrap();
+    assert_eq!(j["n"], 4, "half of max_seq_len 8");
+    for k in ["prev_token", "duplicate", "induction", "first_token"] {
+        let t = j[k].as_array().unwrap();
+        assert_eq!(t.len(), 2, "{k}: two layers");
+        assert!(t.iter().all(|r| r.as_array().unwrap().len() == 2 && r.as_array().unwrap().iter().all(|v| (0.0..=1.0).contains(&v.as_f64().unwrap()))), "{k}: {t:?}");
+    }
+    assert!(j["loss_second_half"].as_f64().unwrap().is_finite());
+    assert!(hs.join("head-scores.html").exists() && hs.join("induction-score.svg").exists());
+    assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--head-scores", "--half-len", "5"], None), &["--half-len 5", "n ≤ 4"]);
+    // … and on a Hugging Face model folder (the committed tiny Pythia).
+    let pythia = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-pythia");
+    let hs = d.join("hs-pythia");
+    let o = latentlab(&["analyze", pythia.to_str().unwrap(), "--head-scores", "--half-len", "8", "--batch", "2", "--out", hs.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hs.join("head-scores.json")).unwrap()).unwrap();
+    assert_eq!((j["n"].as_u64(), j["batch"].as_u64()), (Some(8), Some(2)));
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_without_a_panic() {
+    // `latentlab … | head`: the reader is gone before the first line is written.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_latentlab")).args(["reproduce", "list"]).stdout(writer).output().expect("binary runs");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked") && o.status.code() != Some(101), "status {:?}, stderr: {err}", o.status);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -1,7 +1,8 @@
 //! `latentlab analyze`: capture activations at hook points into safetensors; for a
 //! recursive-study checkpoint without `--hook`, the mechanism analysis of spec §8.2
 //! (controlled families, RelVar, head cosines, OV amplification, MLP-1 contribution,
-//! the Z_p³ DFT of MLP-2) with its figures.
+//! the Z_p³ DFT of MLP-2) with its figures; with `--head-scores`, per-head attention
+//! scores on repeated random tokens for a checkpoint or a Hugging Face model folder.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -35,9 +36,29 @@ pub struct Args {
     /// Mechanism analysis: skip the Z_p³ sweep of MLP-2.
     #[arg(long)]
     no_fourier: bool,
+    /// Score every head on repeated random tokens (previous-token, duplicate-token,
+    /// induction, first-token) and the loss on each half. CHECKPOINT may also be a Hugging
+    /// Face model folder (config.json + *.safetensors). Writes head-scores.json and
+    /// head-scores.html to --out (default <checkpoint>/analysis/, for a model folder
+    /// runs/head-scores/<folder name>/).
+    #[arg(long)]
+    head_scores: bool,
+    /// --head-scores: half length n of the `x₁…xₙ x₁…xₙ` sequences (default: 32, at most half
+    /// the model's positions).
+    #[arg(long)]
+    half_len: Option<usize>,
+    /// --head-scores: sequences (default 16).
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// --head-scores: seed of the random tokens (default 0).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.head_scores {
+        return head_scores(&args);
+    }
     let points: Vec<HookPoint> = args.hooks.iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
     let mut hooks = Hooks::capture(points.clone());
     let dir = if let Some((run, model, ck)) = RecursiveRun::open(&args.checkpoint)? {
@@ -97,6 +118,62 @@ fn mechanism(args: &Args, run: &RecursiveRun, model: &Recurrent, ck_dir: &std::p
     let mut report = latentlab::report::Report::new(format!("Mechanism analysis: {} ({})", run.variant.name, ck_dir.display()));
     mechanism_section(&mut report, &m)?;
     report.write(&dir, "analysis")?;
+    println!("wrote {}", dir.display());
+    Ok(())
+}
+
+/// `--head-scores`: per-head scores on repeated random tokens (`interp::scores`).
+fn head_scores(args: &Args) -> anyhow::Result<()> {
+    use latentlab::interp::scores::{head_scores, HeadScores, SCORES};
+    use latentlab::report::{heatmap, ChartSpec, Report};
+    anyhow::ensure!(args.hooks.is_empty(), super::UsageError("--head-scores and --hook are separate analyses: give one".into()));
+    anyhow::ensure!(args.batch > 0, super::UsageError("--batch must be ≥ 1".into()));
+    let device = latentlab::Device::Cpu;
+    let hf = args.checkpoint.join("config.json").is_file();
+    let (scores, label, default_out) = if hf {
+        let model = latentlab::models::Pretrained::load(&args.checkpoint, &device)?;
+        let n = args.half_len.unwrap_or(32);
+        let name = args.checkpoint.file_name().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+        (head_scores(&model, model.vocab_size(), n, args.batch, args.seed, &device)?, name.clone(), PathBuf::from("runs/head-scores").join(name))
+    } else {
+        let (task, ck) = CheckpointTask::open(&args.checkpoint)?;
+        let cfg = &task.model().cfg;
+        let limit = cfg.max_seq_len / 2;
+        let n = args.half_len.unwrap_or(32.min(limit));
+        anyhow::ensure!(n <= limit, super::UsageError(format!("--half-len {n}: the model takes at most {} positions (n ≤ {limit})", cfg.max_seq_len)));
+        (head_scores(task.model(), cfg.vocab_size, n, args.batch, args.seed, &device)?, ck.dir.display().to_string(), ck.dir.join("analysis"))
+    };
+    let dir = args.out.clone().unwrap_or(default_out);
+    std::fs::create_dir_all(&dir)?;
+    println!("{} sequences of {} random tokens repeated once (seed {})", scores.batch, scores.n, scores.seed);
+    if let (Some(a), Some(b)) = (scores.loss_first_half, scores.loss_second_half) {
+        println!("loss: first half {a:.3} nats, second half {b:.3} nats");
+    }
+    for (name, table) in SCORES.iter().zip(scores.tables()) {
+        let per_layer: Vec<String> = table.iter().enumerate().map(|(l, row)| {
+            let (h, s) = row.iter().enumerate().fold((0, f64::MIN), |b, (h, &s)| if s > b.1 { (h, s) } else { b });
+            format!("L{l} h{h} {s:.2}")
+        }).collect();
+        let best = HeadScores::best(table).map_or(String::new(), |(l, h, s)| format!("best L{l}.h{h} {s:.3}"));
+        println!("{name:>15}: {best}; per layer {}", per_layer.join(", "));
+    }
+    latentlab::util::fsx::write_atomic(&dir.join("head-scores.json"), serde_json::to_string_pretty(&scores)?.as_bytes())?;
+    let mut report = Report::new(format!("Head scores: {label}"));
+    report.paragraph(format!(
+        "{} sequences x₁…xₙ x₁…xₙ, n = {}, seed {}. Loss on the first half {}, on the second {} (nats).",
+        scores.batch,
+        scores.n,
+        scores.seed,
+        scores.loss_first_half.map_or("—".into(), |v| format!("{v:.3}")),
+        scores.loss_second_half.map_or("—".into(), |v| format!("{v:.3}"))
+    ));
+    for (name, table) in SCORES.iter().zip(scores.tables()) {
+        let layers: Vec<String> = (0..table.len()).map(|l| format!("L{l}")).collect();
+        let heads: Vec<String> = (0..table.first().map_or(0, Vec::len)).map(|h| format!("h{h}")).collect();
+        let spec = ChartSpec::new(&format!("{name} score per head"), "head", "layer");
+        report.figure(format!("{name} score"), heatmap(&spec, table, &layers, &heads, Some((0.0, 1.0)))?);
+    }
+    report.write(&dir, "head-scores")?;
     println!("wrote {}", dir.display());
     Ok(())
 }

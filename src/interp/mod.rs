@@ -8,5 +8,6 @@ pub mod heads;
 pub mod hooks;
 pub mod latent;
 pub mod probes;
+pub mod scores;
 
 pub use hooks::{ActivationCache, HookPoint, Hooks, Intervention};
