@@ -1,7 +1,6 @@
 //! The claims of spec §11.4, each checked against its band from the numbers this run
 //! measured; a claim whose measurement is not implemented yet says so and fails.
 
-
 use super::analysis::{format_slot_heads, MechanismReport};
 use super::run::{RecursiveOutcome, VariantResult};
 
