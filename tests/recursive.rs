@@ -369,6 +369,18 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (_, _, bck) = RecursiveRun::open(&best).expect("opens").expect("a recursive checkpoint");
     assert_eq!(Some(bck.manifest.step), ec.selected.map(|s| s.step));
+    // The OOD sweep with other sizes and more graphs; the first graphs are the smaller set's.
+    let sweep = |graphs: &str, out: &str| -> Vec<serde_json::Value> {
+        let o = std::process::Command::new(bin).args(["eval", best.to_str().unwrap(), "--sizes", "8,12", "--graphs", graphs, "--out", dir.join(out).to_str().unwrap()]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(dir.join(out)).unwrap()).unwrap()
+    };
+    let (small, large) = (sweep("1", "e1.json"), sweep("3", "e3.json"));
+    assert_eq!(large.iter().map(|r| (r["n_nodes"].as_u64().unwrap(), r["n_graphs"].as_u64().unwrap())).collect::<Vec<_>>(), [(8, 3), (12, 3)]);
+    assert_eq!(small.len(), 2);
+    let o = std::process::Command::new(bin).args(["eval", best.to_str().unwrap(), "--sizes", "1"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("--sizes: N = 1") && err.contains("n_leaves"), "{err}");
     let out = std::process::Command::new(bin).args(["analyze", ck.to_str().unwrap(), "--contexts", "1", "--family-size", "4"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ck.join("analysis/analysis.json")).unwrap()).unwrap();

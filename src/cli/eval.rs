@@ -28,6 +28,14 @@ pub struct Args {
     /// writes one result line per problem (default `<checkpoint>/problems-eval.jsonl`).
     #[arg(long)]
     problems: Option<PathBuf>,
+    /// Recursive-study checkpoints: the graph sizes N of the OOD sweep (default: the study's,
+    /// e.g. 12,24,48).
+    #[arg(long, value_delimiter = ',')]
+    sizes: Vec<usize>,
+    /// Recursive-study checkpoints: test graphs per size (default: the study's `eval.n_graphs`;
+    /// the first graphs of a larger set are the smaller set's).
+    #[arg(long)]
+    graphs: Option<usize>,
 }
 
 /// `path` itself when it is a checkpoint, else its `step_*` subfolders in order.
@@ -131,11 +139,27 @@ fn recursive(args: &Args, run: &RecursiveRun, model: &Recurrent, ck: &Checkpoint
         println!("wrote {}", out.display());
         return Ok(());
     }
+    let mut run = run.clone();
+    let data = &run.study.data;
+    if let Some(&n) = args.sizes.iter().find(|&&n| n < data.n_leaves || n > data.name_pool) {
+        anyhow::bail!(super::UsageError(format!(
+            "--sizes: N = {n} is outside this model's range: at least data.n_leaves = {} and at most data.name_pool = {} nodes",
+            data.n_leaves, data.name_pool
+        )));
+    }
+    anyhow::ensure!(args.graphs != Some(0), super::UsageError("--graphs must be ≥ 1".into()));
+    if !args.sizes.is_empty() {
+        run.study.eval.sizes = args.sizes.clone();
+    }
+    if let Some(g) = args.graphs {
+        run.study.eval.n_graphs = g;
+    }
     let sizes = run.sweep(model)?;
     for r in &sizes {
         println!(
-            "{name}: N = {:>3}: solved {:.3}, until fixed point {:.3}, node accuracy {:.3}{}",
+            "{name}: N = {:>3} ({} graphs): solved {:.3}, until fixed point {:.3}, node accuracy {:.3}{}",
             r.n_nodes,
+            r.n_graphs,
             r.solved,
             r.solved_fixed_point,
             r.node_acc,
