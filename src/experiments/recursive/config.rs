@@ -73,9 +73,10 @@ pub struct Variant {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvalConfig {
-    /// Test graph sizes N, depth uncapped (default [8, 16, 24, 32, 48, 64]).
+    /// Test graph sizes N, depth uncapped (default [12, 24, 48]: 1×, 2× and 4× the training N).
     pub sizes: Vec<usize>,
-    /// Graphs per size, fixed seeds (default 256).
+    /// Graphs per size, fixed seeds; the first graphs of a larger set are a smaller set's
+    /// (default 512: a fully-solved fraction near 0.9 then has a 95 % interval of ±0.03).
     pub n_graphs: usize,
     /// Steps beyond each evaluation chunk's max depth (default 2: T = D + 2).
     pub extra_steps: usize,
@@ -252,7 +253,7 @@ impl Default for RecursiveStudy {
             },
             e2e_loops: 2,
             corruption: CorruptionConfig { batch_prob: 0.1, token_prob: 0.5, strategy: CorruptStrategy::Last },
-            eval: EvalConfig { sizes: vec![12, 24, 48], n_graphs: 128, extra_steps: 2, batch: 64, n_val: 64, select_best: true },
+            eval: EvalConfig { sizes: vec![12, 24, 48], n_graphs: 512, extra_steps: 2, batch: 64, n_val: 64, select_best: true },
             variants: vec![
                 variant("discrete-ec", Method::Discrete, 3, true),
                 variant("discrete", Method::Discrete, 3, false),
