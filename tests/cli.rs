@@ -185,7 +185,7 @@ fn bad_checkpoints_and_commands_give_one_clear_error() {
     // input where the prompts differ, or the last layer's output at the last position,
     // restores the clean logit difference exactly; elsewhere nothing changes.
     let pt = d.join("patch");
-    let args = ["analyze", pythia.to_str().unwrap(), "--patch", "--clean", "w1 w2 w3 w4 w5", "--corrupt", "w1 w9 w3 w4 w5", "--answer", "w2", "--wrong", "w9", "--out", pt.to_str().unwrap()];
+    let args = ["analyze", pythia.to_str().unwrap(), "--patch", "--per-head", "--clean", "w1 w2 w3 w4 w5", "--corrupt", "w1 w9 w3 w4 w5", "--answer", "w2", "--wrong", "w9", "--out", pt.to_str().unwrap()];
     let o = latentlab(&args, None);
     assert!(o.status.success(), "{}", stderr(&o));
     let j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pt.join("patching.json")).unwrap()).unwrap();
@@ -195,7 +195,10 @@ fn bad_checkpoints_and_commands_give_one_clear_error() {
     let near = |row: &[f64], one: usize| row.iter().enumerate().all(|(i, x)| (x - if i == one { 1.0 } else { 0.0 }).abs() < 1e-3);
     assert!(near(&rows[0], 1) && near(&rows[2], 4), "{rows:?}");
     assert_eq!(j["tokens"][1], "\"w2\"/\"w9\"");
-    assert!(pt.join("patching.html").exists());
+    assert!(pt.join("patching.html").exists() && pt.join("patching-by-head.svg").exists());
+    let heads = j["heads"]["restored"].as_array().unwrap();
+    assert_eq!(heads.len(), 2, "one row per layer");
+    assert!(heads.iter().all(|r| r.as_array().unwrap().iter().all(|x| x.as_f64().unwrap().is_finite())));
     assert_bad_input(&latentlab(&["analyze", pythia.to_str().unwrap(), "--patch", "--clean", "w1 w2", "--corrupt", "w1 w9 w3", "--answer", "w2", "--wrong", "w9"], None), &["same number of tokens"]);
     assert_bad_input(&latentlab(&["analyze", pythia.to_str().unwrap(), "--patch", "--clean-ids", "1,2", "--corrupt-ids", "1,9", "--answer-id", "2", "--wrong-id", "2"], None), &["same token"]);
 }

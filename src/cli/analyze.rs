@@ -82,6 +82,9 @@ pub struct Args {
     answer_id: Option<u32>,
     #[arg(long)]
     wrong_id: Option<u32>,
+    /// --patch: also patch each attention head's output (hook_z, all positions) on its own.
+    #[arg(long)]
+    per_head: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -279,10 +282,22 @@ fn patch_model(args: &Args, model: &dyn LanguageModel, tokenizer: Option<&latent
         let cells: Vec<String> = row.iter().map(|x| format!("{x:.2}")).collect();
         println!("{p:>28}: {}", cells.join(" "));
     }
+    let heads = if args.per_head {
+        let h = latentlab::interp::patching::patch_heads(model, &clean, &corrupt, answer, wrong, |l| eprintln!("patched the heads of layer {l}/{layers}"))?;
+        for (l, row) in h.restored.iter().enumerate() {
+            println!("{:>28}: {}", format!("layer {l} heads"), row.iter().map(|x| format!("{x:.2}")).collect::<Vec<_>>().join(" "));
+        }
+        Some(h)
+    } else {
+        None
+    };
     let dir = args.out.clone().unwrap_or(default_out);
     std::fs::create_dir_all(&dir)?;
     let mut json = serde_json::to_value(&r)?;
     json["tokens"] = serde_json::json!(labels);
+    if let Some(h) = &heads {
+        json["heads"] = serde_json::to_value(h)?;
+    }
     latentlab::util::fsx::write_atomic(&dir.join("patching.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
     let mut report = Report::new(format!("Activation patching: {}", args.checkpoint.display()));
     report.paragraph(format!(
@@ -296,6 +311,12 @@ fn patch_model(args: &Args, model: &dyn LanguageModel, tokenizer: Option<&latent
         // Clean and corrupted give the same metric: nothing to normalise by.
         let spec = ChartSpec::new("logit difference with the activation patched (clean = corrupted here)", "position (clean/corrupted token)", "hook point");
         report.figure("Patching by point and position", heatmap(&spec, &r.metric, &r.points, &labels, None)?);
+    }
+    if let Some(h) = heads.as_ref().filter(|h| h.restored.iter().flatten().all(|x| x.is_finite())) {
+        let layer_labels: Vec<String> = (0..h.restored.len()).map(|l| format!("L{l}")).collect();
+        let head_labels: Vec<String> = (0..h.restored.first().map_or(0, Vec::len)).map(|i| format!("h{i}")).collect();
+        let spec = ChartSpec::new("fraction restored by patching one head's output (all positions)", "head", "layer");
+        report.figure("Patching by head", heatmap(&spec, &h.restored, &layer_labels, &head_labels, None)?);
     }
     report.write(&dir, "patching")?;
     println!("wrote {}", dir.display());
