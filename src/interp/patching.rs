@@ -56,6 +56,19 @@ pub fn logit_diff(logits: &Tensor, answer: u32, wrong: u32) -> Result<f64> {
     Ok(last[answer as usize] as f64 - last[wrong as usize] as f64)
 }
 
+fn same_length(clean: &[u32], corrupt: &[u32]) -> Result<()> {
+    if clean.is_empty() || clean.len() != corrupt.len() {
+        candle_core::bail!("patching needs clean and corrupted prompts of the same non-zero length (got {} and {} tokens)", clean.len(), corrupt.len());
+    }
+    Ok(())
+}
+
+/// `(m − m_corrupt) / (m_clean − m_corrupt)` for every cell (NaN when the two are equal).
+fn normalise(metric: &[Vec<f64>], clean: f64, corrupt: f64) -> Vec<Vec<f64>> {
+    let span = clean - corrupt;
+    metric.iter().map(|r| r.iter().map(|m| if span != 0.0 { (m - corrupt) / span } else { f64::NAN }).collect()).collect()
+}
+
 /// `corrupt` with position `pos` (axis 1) taken from `clean`.
 fn splice(corrupt: &Tensor, clean: &Tensor, pos: usize) -> Result<Tensor> {
     let t = corrupt.dim(1)?;
@@ -81,9 +94,7 @@ pub fn patch_positions(
     wrong: u32,
     mut progress: impl FnMut(usize),
 ) -> Result<PatchResult> {
-    if clean.is_empty() || clean.len() != corrupt.len() {
-        candle_core::bail!("patching needs clean and corrupted prompts of the same non-zero length (got {} and {} tokens)", clean.len(), corrupt.len());
-    }
+    same_length(clean, corrupt)?;
     if let Some(p) = points.iter().find(|p| !position_axis_ok(p)) {
         candle_core::bail!("cannot patch `{p}` by position (its second axis is not the sequence)");
     }
@@ -97,7 +108,6 @@ pub fn patch_positions(
     let (metric_clean, clean_cache) = run(clean)?;
     let (metric_corrupt, corrupt_cache) = run(corrupt)?;
     let corrupt_ids = ids(corrupt)?;
-    let span = metric_clean - metric_corrupt;
     let mut metric = Vec::with_capacity(points.len());
     for (i, p) in points.iter().enumerate() {
         let get = |h: &Hooks| h.cache.get(p).cloned().ok_or_else(|| candle_core::Error::Msg(format!("the model has no hook point `{p}`")));
@@ -111,7 +121,7 @@ pub fn patch_positions(
         metric.push(row);
         progress(i + 1);
     }
-    let restored = metric.iter().map(|r| r.iter().map(|m| if span != 0.0 { (m - metric_corrupt) / span } else { f64::NAN }).collect()).collect();
+    let restored = normalise(&metric, metric_clean, metric_corrupt);
     Ok(PatchResult { points: points.iter().map(|p| p.to_string()).collect(), positions: clean.len(), answer, wrong, metric_clean, metric_corrupt, metric, restored })
 }
 
@@ -128,16 +138,13 @@ pub struct HeadPatchResult {
 /// Patch every head of every layer on its own (its `hook_z` at all positions) from the
 /// clean run into the corrupted one: which heads carry the difference.
 pub fn patch_heads(model: &dyn LanguageModel, clean: &[u32], corrupt: &[u32], answer: u32, wrong: u32, mut progress: impl FnMut(usize)) -> Result<HeadPatchResult> {
-    if clean.is_empty() || clean.len() != corrupt.len() {
-        candle_core::bail!("patching needs clean and corrupted prompts of the same non-zero length (got {} and {} tokens)", clean.len(), corrupt.len());
-    }
+    same_length(clean, corrupt)?;
     let device = model.params().device().clone();
     let layers = model.n_layers();
     let mut h = Hooks::capture((0..layers).map(HookPoint::AttnZ));
     let metric_clean = logit_diff(&model.forward(&Tensor::from_slice(clean, (1, clean.len()), &device)?, &mut h)?, answer, wrong)?;
     let corrupt_ids = Tensor::from_slice(corrupt, (1, corrupt.len()), &device)?;
     let metric_corrupt = logit_diff(&model.forward(&corrupt_ids, &mut Hooks::none())?, answer, wrong)?;
-    let span = metric_clean - metric_corrupt;
     let mut metric = Vec::with_capacity(layers);
     for l in 0..layers {
         let z = h.cache.get(&HookPoint::AttnZ(l)).cloned().ok_or_else(|| candle_core::Error::Msg(format!("the model has no hook point `blocks.{l}.attn.hook_z`")))?;
@@ -150,7 +157,7 @@ pub fn patch_heads(model: &dyn LanguageModel, clean: &[u32], corrupt: &[u32], an
         metric.push(row);
         progress(l + 1);
     }
-    let restored = metric.iter().map(|r| r.iter().map(|m| if span != 0.0 { (m - metric_corrupt) / span } else { f64::NAN }).collect()).collect();
+    let restored = normalise(&metric, metric_clean, metric_corrupt);
     Ok(HeadPatchResult { metric_clean, metric_corrupt, metric, restored })
 }
 
