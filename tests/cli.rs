@@ -173,6 +173,7 @@ fn bad_checkpoints_and_commands_give_one_clear_error() {
     assert!(j["loss_second_half"].as_f64().unwrap().is_finite());
     assert!(hs.join("head-scores.html").exists() && hs.join("induction-score.svg").exists());
     assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--head-scores", "--half-len", "5"], None), &["--half-len 5", "n ≤ 4"]);
+    assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--head-scores", "--half-len", "1"], None), &["--half-len must be ≥ 2"]);
     // … and on a Hugging Face model folder (the committed tiny Pythia).
     let pythia = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-pythia");
     let hs = d.join("hs-pythia");

@@ -163,6 +163,7 @@ fn head_scores(args: &Args) -> anyhow::Result<()> {
     use latentlab::report::{heatmap, ChartSpec, Report};
     anyhow::ensure!(args.hooks.is_empty(), super::UsageError("--head-scores and --hook are separate analyses: give one".into()));
     anyhow::ensure!(args.batch > 0, super::UsageError("--batch must be ≥ 1".into()));
+    anyhow::ensure!(args.half_len.is_none_or(|n| n >= 2), super::UsageError("--half-len must be ≥ 2".into()));
     let device = latentlab::Device::Cpu;
     let hf = args.checkpoint.join("config.json").is_file();
     let (scores, label, default_out) = if hf {
