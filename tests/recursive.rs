@@ -89,6 +89,22 @@ fn small_model() -> Result<(Recurrent, Vec<Encoded>)> {
 }
 
 #[test]
+fn continuous_evaluation_keeps_no_autograd_history_and_the_same_values() -> Result<()> {
+    let (model, enc) = small_model()?;
+    let vocab = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab();
+    let refs: Vec<&Encoded> = enc.iter().collect();
+    let x = final_batch(&refs, &vocab).input_tensor(&Device::Cpu)?;
+    let train = model.iterate_continuous(&x, 4, &mut Hooks::none())?;
+    let eval = model.iterate_continuous_eval(&x, 4, &mut Hooks::none())?;
+    for (a, b) in train.iter().flatten().zip(eval.iter().flatten()) {
+        assert!(a.track_op(), "training steps keep their history for backprop");
+        assert!(!b.track_op(), "evaluation steps hold no graph (memory stays at one step)");
+        assert_eq!(a.flatten_all()?.to_vec1::<f32>()?, b.flatten_all()?.to_vec1::<f32>()?);
+    }
+    Ok(())
+}
+
+#[test]
 fn the_per_graph_early_exit_matches_the_full_trajectory() -> Result<()> {
     let (model, enc) = small_model()?;
     let vocab = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab();

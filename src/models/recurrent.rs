@@ -273,13 +273,28 @@ impl Recurrent {
     /// Continuous recurrence: embed once, then `h_t = encode(h_{t−1})` for `steps` steps,
     /// reading every step out (differentiable through all steps). Returns per-step logits.
     pub fn iterate_continuous(&self, state: &Tensor, steps: usize, hooks: &mut Hooks) -> Result<Vec<Vec<Tensor>>> {
+        self.continuous_steps(state, steps, hooks, false)
+    }
+
+    /// `iterate_continuous` for evaluation: the same values, but each step's hidden state
+    /// is detached from autograd, so only one step's activations are alive at a time (with
+    /// history, every step's attention patterns stay referenced: gigabytes at N = 48).
+    pub fn iterate_continuous_eval(&self, state: &Tensor, steps: usize, hooks: &mut Hooks) -> Result<Vec<Vec<Tensor>>> {
+        self.continuous_steps(state, steps, hooks, true)
+    }
+
+    fn continuous_steps(&self, state: &Tensor, steps: usize, hooks: &mut Hooks, detach: bool) -> Result<Vec<Vec<Tensor>>> {
         let mut out = Vec::with_capacity(steps);
         hooks.set_step(Some(0));
         let mut hidden = self.embed(state, hooks)?;
         for t in 0..steps {
             hooks.set_step(Some(t));
             hidden = self.encode(&hidden, hooks)?;
-            out.push(self.readout(&hidden, hooks)?);
+            if detach {
+                hidden = hidden.detach();
+            }
+            let logits = self.readout(&hidden, hooks)?;
+            out.push(if detach { logits.iter().map(Tensor::detach).collect() } else { logits });
         }
         hooks.set_step(None);
         Ok(out)

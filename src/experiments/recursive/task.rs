@@ -169,13 +169,13 @@ pub fn run_states(model: &Recurrent, variant: &Variant, e2e_loops: usize, x: &Te
     let states: Vec<Tensor> = match variant.method {
         Method::Discrete => model.iterate(x, Halt::Fixed(steps), &mut hooks)?,
         Method::Continuous => model
-            .iterate_continuous(x, steps, &mut hooks)?
+            .iterate_continuous_eval(x, steps, &mut hooks)?
             .iter()
             .map(|l| Recurrent::discretize(l))
             .collect::<Result<_>>()?,
         Method::FeedForward | Method::RecurrentE2e => {
             let loops = if variant.method == Method::FeedForward { 1 } else { e2e_loops };
-            let logits = model.iterate_continuous(x, loops, &mut hooks)?;
+            let logits = model.iterate_continuous_eval(x, loops, &mut hooks)?;
             vec![Recurrent::discretize(logits.last().expect("≥ 1 loop"))?]
         }
     };
