@@ -174,6 +174,14 @@ fn bad_checkpoints_and_commands_give_one_clear_error() {
     assert!(hs.join("head-scores.html").exists() && hs.join("induction-score.svg").exists());
     assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--head-scores", "--half-len", "5"], None), &["--half-len 5", "n ≤ 4"]);
     assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--head-scores", "--half-len", "1"], None), &["--half-len must be ≥ 2"]);
+    // Patching on the checkpoint: ids only (no tokenizer), at most max_seq_len = 8 tokens.
+    let pt = d.join("patch-ck");
+    let o = latentlab(&["analyze", ck.to_str().unwrap(), "--patch", "--clean-ids", "1,2,3", "--corrupt-ids", "1,5,3", "--answer-id", "2", "--wrong-id", "5", "--out", pt.to_str().unwrap()], None);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(pt.join("patching.json").exists());
+    let nine = "1,2,3,4,5,6,7,8,9";
+    assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--patch", "--clean-ids", nine, "--corrupt-ids", nine, "--answer-id", "2", "--wrong-id", "5"], None), &["9 tokens", "at most 8"]);
+    assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--patch", "--clean", "a b", "--corrupt", "a c", "--answer-id", "2", "--wrong-id", "5"], None), &["no tokenizer.json"]);
     // … and on a Hugging Face model folder (the committed tiny Pythia).
     let pythia = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-pythia");
     let hs = d.join("hs-pythia");

@@ -164,21 +164,17 @@ fn head_scores(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.hooks.is_empty(), super::UsageError("--head-scores and --hook are separate analyses: give one".into()));
     anyhow::ensure!(args.batch > 0, super::UsageError("--batch must be ≥ 1".into()));
     anyhow::ensure!(args.half_len.is_none_or(|n| n >= 2), super::UsageError("--half-len must be ≥ 2".into()));
-    let device = latentlab::Device::Cpu;
-    let hf = args.checkpoint.join("config.json").is_file();
-    let (scores, label, default_out) = if hf {
-        let model = latentlab::models::Pretrained::load(&args.checkpoint, &device)?;
-        let n = args.half_len.unwrap_or(32);
-        let name = args.checkpoint.file_name().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-        (head_scores(&model, model.vocab_size(), n, args.batch, args.seed, &device)?, name.clone(), PathBuf::from("runs/head-scores").join(name))
-    } else {
-        let (task, ck) = CheckpointTask::open(&args.checkpoint)?;
-        let cfg = &task.model().cfg;
-        let limit = cfg.max_seq_len / 2;
-        let n = args.half_len.unwrap_or(32.min(limit));
-        anyhow::ensure!(n <= limit, super::UsageError(format!("--half-len {n}: the model takes at most {} positions (n ≤ {limit})", cfg.max_seq_len)));
-        (head_scores(task.model(), cfg.vocab_size, n, args.batch, args.seed, &device)?, ck.dir.display().to_string(), ck.dir.join("analysis"))
-    };
+    let (scores, label, default_out) = with_lm(&args.checkpoint, "head-scores", |lm| {
+        let n = match lm.max_len {
+            Some(max) => {
+                let n = args.half_len.unwrap_or(32.min(max / 2));
+                anyhow::ensure!(2 * n <= max, super::UsageError(format!("--half-len {n}: the model takes at most {max} positions (n ≤ {})", max / 2)));
+                n
+            }
+            None => args.half_len.unwrap_or(32),
+        };
+        Ok((head_scores(lm.model, lm.vocab, n, args.batch, args.seed, &latentlab::Device::Cpu)?, lm.label, lm.default_out))
+    })?;
     let dir = args.out.clone().unwrap_or(default_out);
     std::fs::create_dir_all(&dir)?;
     println!("{} sequences of {} random tokens repeated once (seed {})", scores.batch, scores.n, scores.seed);
@@ -216,20 +212,40 @@ fn head_scores(args: &Args) -> anyhow::Result<()> {
 
 /// `--patch`: activation patching (`interp::patching`) for a checkpoint or a Hugging Face folder.
 fn patch(args: &Args) -> anyhow::Result<()> {
-    let device = latentlab::Device::Cpu;
-    if args.checkpoint.join("config.json").is_file() {
-        let model = latentlab::models::Pretrained::load(&args.checkpoint, &device)?;
-        let tok = if args.checkpoint.join("tokenizer.json").is_file() { Some(latentlab::models::HfTokenizer::load(&args.checkpoint)?) } else { None };
-        let name = args.checkpoint.file_name().map_or("model".into(), |s| s.to_string_lossy().into_owned());
-        patch_model(args, &model, tok.as_ref(), PathBuf::from("runs/patching").join(name))
+    with_lm(&args.checkpoint, "patching", |lm| patch_model(args, lm))
+}
+
+/// A language model opened for `--head-scores` / `--patch`.
+struct Lm<'a> {
+    model: &'a dyn LanguageModel,
+    vocab: usize,
+    /// The longest input (checkpoints with a positional table); None for rotary models.
+    max_len: Option<usize>,
+    tokenizer: Option<&'a latentlab::models::HfTokenizer>,
+    label: String,
+    /// `<checkpoint>/analysis/`, or `runs/<kind>/<folder name>/` for a Hugging Face folder.
+    default_out: PathBuf,
+}
+
+/// Open `path` — a Hugging Face folder (config.json, optional tokenizer.json) or a GPT
+/// checkpoint — and hand it to `f`.
+fn with_lm<T>(path: &std::path::Path, kind: &str, f: impl FnOnce(Lm) -> anyhow::Result<T>) -> anyhow::Result<T> {
+    if path.join("config.json").is_file() {
+        let model = latentlab::models::Pretrained::load(path, &latentlab::Device::Cpu)?;
+        let tok = if path.join("tokenizer.json").is_file() { Some(latentlab::models::HfTokenizer::load(path)?) } else { None };
+        let name = path.file_name().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+        let default_out = PathBuf::from("runs").join(kind).join(&name);
+        f(Lm { model: &model, vocab: model.vocab_size(), max_len: None, tokenizer: tok.as_ref(), label: name, default_out })
     } else {
-        let (task, ck) = CheckpointTask::open(&args.checkpoint)?;
-        patch_model(args, task.model(), None, ck.dir.join("analysis"))
+        let (task, ck) = CheckpointTask::open(path)?;
+        let cfg = &task.model().cfg;
+        f(Lm { model: task.model(), vocab: cfg.vocab_size, max_len: Some(cfg.max_seq_len), tokenizer: None, label: ck.dir.display().to_string(), default_out: ck.dir.join("analysis") })
     }
 }
 
-fn patch_model(args: &Args, model: &dyn LanguageModel, tokenizer: Option<&latentlab::models::HfTokenizer>, default_out: PathBuf) -> anyhow::Result<()> {
+fn patch_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
     use latentlab::interp::patching::patch_positions;
+    let Lm { model, tokenizer, label, default_out, max_len, .. } = lm;
     use latentlab::report::{heatmap, ChartSpec, Report};
     let usage = |m: &str| anyhow::Error::new(super::UsageError(m.to_string()));
     let text_or_ids = |text: &Option<String>, ids: &[u32], what: &str| -> anyhow::Result<Vec<u32>> {
@@ -248,6 +264,9 @@ fn patch_model(args: &Args, model: &dyn LanguageModel, tokenizer: Option<&latent
         !clean.is_empty() && clean.len() == corrupt.len(),
         usage(&format!("--patch: the clean and corrupted prompts must have the same number of tokens (got {} and {})", clean.len(), corrupt.len()))
     );
+    if let Some(max) = max_len.filter(|&m| clean.len() > m) {
+        anyhow::bail!(usage(&format!("--patch: the prompts have {} tokens; the model takes at most {max}", clean.len())));
+    }
     let one_token = |text: &Option<String>, id: Option<u32>, what: &str| -> anyhow::Result<u32> {
         match (text, id) {
             (Some(t), None) => {
@@ -300,7 +319,7 @@ fn patch_model(args: &Args, model: &dyn LanguageModel, tokenizer: Option<&latent
         json["heads"] = serde_json::to_value(h)?;
     }
     latentlab::util::fsx::write_atomic(&dir.join("patching.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    let mut report = Report::new(format!("Activation patching: {}", args.checkpoint.display()));
+    let mut report = Report::new(format!("Activation patching: {label}"));
     report.paragraph(format!(
         "Metric logit[{answer}] − logit[{wrong}] at the last position: clean {:.3}, corrupted {:.3}. Each cell reruns the corrupted prompt with that activation taken from the clean one: 1 = fully restored, 0 = no effect.",
         r.metric_clean, r.metric_corrupt
