@@ -69,17 +69,12 @@ pub fn repeated_tokens(vocab: usize, n: usize, batch: usize, seed: u64) -> Vec<V
     (0..batch)
         .map(|_| {
             let half: Vec<u32> = if vocab >= n {
-                // n distinct ids: a partial Fisher–Yates shuffle of 0..vocab (lazily, by swaps).
-                let mut pool: Vec<u32> = Vec::new();
-                let mut swapped = std::collections::HashMap::new();
+                // n distinct ids: a partial Fisher–Yates shuffle of 0..vocab.
+                let mut pool: Vec<u32> = (0..vocab as u32).collect();
                 for i in 0..n {
-                    let j = rng.random_range(i..vocab);
-                    let at = |k: usize, m: &std::collections::HashMap<usize, usize>| *m.get(&k).unwrap_or(&k);
-                    let (vi, vj) = (at(i, &swapped), at(j, &swapped));
-                    swapped.insert(j, vi);
-                    swapped.insert(i, vj);
-                    pool.push(vj as u32);
+                    pool.swap(i, rng.random_range(i..vocab));
                 }
+                pool.truncate(n);
                 pool
             } else {
                 (0..n).map(|_| rng.random_range(0..vocab) as u32).collect()
