@@ -229,6 +229,9 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<Mec
             report.mlp1_relative,
             report.slots_with_heads()
         );
+        for l in &report.layers {
+            eprintln!("[interp] layer {}: {}; routes (strongest head) {}", l.layer, super::analysis::format_slot_heads(l), super::analysis::format_routes(l));
+        }
     }
     Ok(Some(report))
 }
