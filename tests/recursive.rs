@@ -88,12 +88,16 @@ fn small_model() -> Result<(Recurrent, Vec<Encoded>)> {
     Ok((Recurrent::new(&cfg, 0, &Device::Cpu)?, enc))
 }
 
+/// The solved-state input of `small_model`'s graphs (the final-step batch).
+fn small_input(enc: &[Encoded]) -> Result<candle_core::Tensor> {
+    let refs: Vec<&Encoded> = enc.iter().collect();
+    final_batch(&refs, &CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab()).input_tensor(&Device::Cpu)
+}
+
 #[test]
 fn continuous_evaluation_keeps_no_autograd_history_and_the_same_values() -> Result<()> {
     let (model, enc) = small_model()?;
-    let vocab = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab();
-    let refs: Vec<&Encoded> = enc.iter().collect();
-    let x = final_batch(&refs, &vocab).input_tensor(&Device::Cpu)?;
+    let x = small_input(&enc)?;
     let train = model.iterate_continuous(&x, 4, &mut Hooks::none())?;
     let eval = model.iterate_continuous_eval(&x, 4, &mut Hooks::none())?;
     for (a, b) in train.iter().flatten().zip(eval.iter().flatten()) {
@@ -107,9 +111,7 @@ fn continuous_evaluation_keeps_no_autograd_history_and_the_same_values() -> Resu
 #[test]
 fn the_per_graph_early_exit_matches_the_full_trajectory() -> Result<()> {
     let (model, enc) = small_model()?;
-    let vocab = CompGraphConfig { n_nodes: 8, max_depth: 2, name_pool: 16, ..CompGraphConfig::default() }.vocab();
-    let refs: Vec<&Encoded> = enc.iter().collect();
-    let x = final_batch(&refs, &vocab).input_tensor(&Device::Cpu)?;
+    let x = small_input(&enc)?;
     let cap = 6;
     let states: Vec<Vec<u32>> = model
         .iterate(&x, Halt::Fixed(cap), &mut Hooks::none())?
@@ -133,9 +135,7 @@ fn the_per_graph_early_exit_matches_the_full_trajectory() -> Result<()> {
 #[test]
 fn loop_hooks_capture_each_step_and_the_bottleneck_feeds_back() -> Result<()> {
     let (model, enc) = small_model()?;
-    let refs: Vec<&Encoded> = enc.iter().collect();
-    let b = final_batch(&refs, &CompGraphConfig { name_pool: 16, ..CompGraphConfig::default() }.vocab());
-    let x = b.input_tensor(&Device::Cpu)?;
+    let x = small_input(&enc)?;
     let points: Vec<HookPoint> = ["loop.0.hook_embed", "loop.2.hook_embed", "loop.1.blocks.1.attn.hook_pattern", "loop.2.hook_logits"]
         .iter()
         .map(|s| s.parse().unwrap())
@@ -146,7 +146,7 @@ fn loop_hooks_capture_each_step_and_the_bottleneck_feeds_back() -> Result<()> {
     for p in &points {
         assert!(hooks.cache.contains_key(p), "{p} captured");
     }
-    assert_eq!(hooks.cache[&points[2]].dims(), &[3, 2, b.len, b.len]);
+    assert_eq!(hooks.cache[&points[2]].dims(), &[3, 2, x.dim(1)?, x.dim(1)?]);
     assert_eq!(hooks.cache[&points[3]].dims()[2], model.cfg.factor_sizes.iter().sum::<usize>());
     // Step 2's embedding is the embedding of step 1's discrete output.
     let again = model.embed(&states[1], &mut Hooks::none())?;
@@ -197,9 +197,7 @@ fn a_short_discrete_run_lowers_the_loss_and_evaluates() -> Result<()> {
 fn hooked_and_fused_distance_bias_attention_agree() -> Result<()> {
     let (model, enc) = small_model()?;
     assert!(model.cfg.pos_bias_window > 0, "the default positions are the fused distance bias");
-    let refs: Vec<&Encoded> = enc.iter().collect();
-    let b = final_batch(&refs, &CompGraphConfig { name_pool: 16, ..CompGraphConfig::default() }.vocab());
-    let x = b.input_tensor(&Device::Cpu)?;
+    let x = small_input(&enc)?;
     let fused = model.step(&x, &mut Hooks::none())?;
     let mut hooks = Hooks::capture(vec!["blocks.0.attn.hook_pattern".parse().unwrap()]);
     let composed = model.step(&x, &mut hooks)?;
