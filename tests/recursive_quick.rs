@@ -59,4 +59,27 @@ fn quick_reproduction_passes_the_quick_bands_and_measures_every_full_claim() {
     assert!(results["mechanism"]["fourier"].as_array().is_some_and(|f| !f.is_empty()), "no Fourier sweep");
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<svg") && html.contains("Q1") && html.contains("R10"));
+
+    // Every finished job left its numbers (finished.toml): `--resume` reads them back
+    // instead of training again — with the checkpoints and logs gone, nothing is retrained
+    // (no metrics.jsonl reappears) and the study's numbers are the same to the bit.
+    for job in ["discrete-ec", "feedforward", "interp"] {
+        assert!(dir.join(job).join("finished.toml").exists(), "{job}: no finished.toml");
+        std::fs::remove_dir_all(dir.join(job).join("checkpoints")).ok();
+        std::fs::remove_file(dir.join(job).join("metrics.jsonl")).ok();
+    }
+    let again = Command::new(env!("CARGO_BIN_EXE_latentlab"))
+        .args(["reproduce", "recursive", "--quick", "--quiet", "--resume", "--set"])
+        .arg(format!("out_dir={}", tmp.path().display()))
+        .output()
+        .expect("binary runs");
+    assert!(again.status.success(), "resume failed: {}", String::from_utf8_lossy(&again.stderr));
+    for job in ["discrete-ec", "feedforward", "interp"] {
+        assert!(!dir.join(job).join("metrics.jsonl").exists(), "{job} was trained again");
+    }
+    let resumed: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json")).unwrap()).unwrap();
+    assert_eq!(resumed["variants"], results["variants"]);
+    assert_eq!(resumed["mechanism"], results["mechanism"]);
+    let claims_again: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(dir.join("claims.json")).unwrap()).unwrap();
+    assert_eq!(claims_again, claims);
 }

@@ -9,7 +9,7 @@
 //! (equal energy for real f), so the per-frequency profile is reported per pair.
 
 /// Energy shares of a set of units, each averaged over the units with non-zero energy.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FourierSummary {
     pub p: usize,
     /// Units analysed (with non-zero energy).

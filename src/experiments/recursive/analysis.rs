@@ -26,7 +26,7 @@
 use candle_core::{Result, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::compgraph::{encode, sample_problem, syntax, CompGraphConfig, Op, Problem, Token, Vocab, VALUE_FACTOR};
 use crate::interp::fourier::{summarize, FourierSummary};
@@ -64,7 +64,7 @@ pub const ROUTES: [&str; 9] = ["rhs→v0", "rhs→v1", "rhs→v2", "rhs→def(v0
 pub const ROUTE_KINDS: [&str; 3] = ["RHS→operand", "RHS→definition", "operand→definition"];
 
 /// One analysed layer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LayerAnalysis {
     /// 1-based layer number.
     pub layer: usize,
@@ -86,7 +86,7 @@ pub struct LayerAnalysis {
 }
 
 /// Everything the analysis measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MechanismReport {
     /// VALUE argmax = truth at the RHS position, over all controlled inputs.
     pub controlled_acc: f64,

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Device;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::analysis::{analyze, AnalysisConfig, MechanismReport};
 use super::claims::{check_claims, Claim};
+use super::checkpoint::RecursiveRun;
 use super::config::{RecursiveStudy, Variant};
 use super::task::{evaluate_set, graph_set, recovery_rate, BestWeights, RecursiveTask, SizeResult, ValScore};
 use crate::config::to_toml;
@@ -23,7 +24,7 @@ pub use crate::experiments::error::StudyError;
 use crate::experiments::error::io;
 
 /// Everything measured for one variant.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VariantResult {
     pub variant: Variant,
     pub n_params: usize,
@@ -119,7 +120,72 @@ struct Log {
 }
 
 fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log) -> Result<VariantResult, StudyError> {
-    Ok(train_variant(study, v, dir, log, true)?.0)
+    let path = dir.join(&v.name).join(FINISHED_FILE);
+    let run = job_run(study, v, false);
+    if study.resume {
+        if let Some(r) = Finished::load(&path, &run, log.quiet)? {
+            return Ok(r);
+        }
+    }
+    let result = train_variant(study, v, dir, log, true)?.0;
+    Finished::save(&path, run, &result)?;
+    Ok(result)
+}
+
+/// The file a finished job (a variant with its sweep, or the analysed interp model) leaves
+/// in its folder.
+pub const FINISHED_FILE: &str = "finished.toml";
+
+/// What a finished job measured and the run it belongs to. With `--resume` a job whose
+/// folder holds one for the same run is not trained again: its numbers are read back (TOML,
+/// which keeps NaN). The file is small and self-contained, so a long study can be finished
+/// in pieces on different machines: copy the finished jobs' files into the run folder.
+#[derive(Serialize, Deserialize)]
+struct Finished<T> {
+    run: RecursiveRun,
+    result: T,
+}
+
+/// The run a job's numbers depend on: the study without what only names or schedules the
+/// jobs (output folder, the other variants, parallelism; for a ladder variant, the interp
+/// model's settings), and the job's variant.
+fn job_run(study: &RecursiveStudy, v: &Variant, interp: bool) -> RecursiveRun {
+    let mut study = RecursiveStudy { name: String::new(), out_dir: String::new(), variants: Vec::new(), parallel_variants: true, resume: false, ..study.clone() };
+    if !interp {
+        study.interp = Default::default();
+    }
+    RecursiveRun { study, variant: v.clone() }
+}
+
+impl<T: Serialize + serde::de::DeserializeOwned> Finished<T> {
+    /// The stored result at `path` when it belongs to `run` (None when there is no file or
+    /// it belongs to another run, which is then trained again).
+    fn load(path: &Path, run: &RecursiveRun, quiet: bool) -> Result<Option<T>, StudyError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path, e)),
+        };
+        let stored: Finished<T> = toml::from_str(&text).map_err(|e| StudyError::Invalid(format!("{}: not a finished-job file: {}", path.display(), e.message())))?;
+        if to_toml(&stored.run) != to_toml(run) {
+            if !quiet {
+                eprintln!("[{}] {} belongs to another configuration: training again", run.variant.name, path.display());
+            }
+            return Ok(None);
+        }
+        if !quiet {
+            eprintln!("[{}] finished earlier: reading {}", run.variant.name, path.display());
+        }
+        Ok(Some(stored.result))
+    }
+
+    fn save(path: &Path, run: RecursiveRun, result: &T) -> Result<(), StudyError>
+    where
+        T: Clone,
+    {
+        let text = toml::to_string(&Finished { run, result: result.clone() }).map_err(|e| io(path, e))?;
+        write_atomic(path, text.as_bytes()).map_err(|e| io(path, e))
+    }
 }
 
 /// Train `v`; with `sweep`, also run the OOD sweep. Returns the trained model too.
@@ -219,9 +285,19 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<Mec
         s.train.steps = ic.steps;
     }
     let v = Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false, steps: None };
-    let (_, model) = train_variant(&s, &v, dir, log, false)?;
-    let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
-    let report = analyze(&model, &study.data, &acfg)?;
+    let path = dir.join(&v.name).join(FINISHED_FILE);
+    let run = job_run(&s, &v, true);
+    let stored = if study.resume { Finished::<MechanismReport>::load(&path, &run, quiet)? } else { None };
+    let report = match stored {
+        Some(r) => r,
+        None => {
+            let (_, model) = train_variant(&s, &v, dir, log, false)?;
+            let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
+            let report = analyze(&model, &study.data, &acfg)?;
+            Finished::save(&path, run, &report)?;
+            report
+        }
+    };
     if !quiet {
         eprintln!(
             "[interp] controlled accuracy {:.3}; MLP-1 relative {:.3}; slots with layer-1 heads {:?}",

@@ -183,7 +183,7 @@ pub fn run_states(model: &Recurrent, variant: &Variant, e2e_loops: usize, x: &Te
 }
 
 /// Fully-solved and per-node accuracy of one size N.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 pub struct SizeResult {
     pub n_nodes: usize,
     pub n_graphs: usize,
