@@ -360,7 +360,7 @@ impl Validate for RecursiveStudy {
             check(n >= self.data.n_leaves, &format!("eval.sizes[{i}]"), "must be ≥ data.n_leaves")?;
         }
         check(self.eval.n_graphs > 0 && self.eval.batch > 0 && self.eval.n_val > 0, "eval.n_graphs", "eval counts must be > 0")?;
-        check(!self.variants.is_empty(), "variants", "must list at least one variant")?;
+        check(!self.variants.is_empty() || self.interp.enabled, "variants", "must list at least one variant (or leave interp.enabled on)")?;
         for (i, c) in self.curriculum.iter().enumerate() {
             let d = self.stage_data(c);
             d.validate().map_err(|e| ConfigError::Invalid { key: format!("curriculum[{i}]"), msg: e.to_string() })?;

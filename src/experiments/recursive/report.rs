@@ -111,15 +111,18 @@ pub fn write_report(o: &RecursiveOutcome) -> Result<(), StudyError> {
     }
     r.table(&["variant", "N", "mean depth", "T", "solved", "depth+k", "fixed point", "steps (fixed point)", "node acc", "repair"], table);
 
-    r.heading("Accuracy against graph size");
-    let solved: Vec<Series> =
-        o.variants.iter().map(|v| Series::new(&v.variant.name, v.sizes.iter().map(|s| (s.n_nodes as f64, s.solved)).collect())).collect();
-    let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new("fully solved (T = set max depth + k)", "nodes N", "fraction of graphs") };
-    r.figure("Fully solved against N per method", line_chart(&spec, &solved)?);
-    let nodes: Vec<Series> =
-        o.variants.iter().map(|v| Series::new(&v.variant.name, v.sizes.iter().map(|s| (s.n_nodes as f64, s.node_acc)).collect())).collect();
-    let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new("per-node value accuracy", "nodes N", "accuracy") };
-    r.figure("Per-node accuracy against N per method", line_chart(&spec, &nodes)?);
+    // A study of the interp model alone has no ladder to draw.
+    if !o.variants.is_empty() {
+        r.heading("Accuracy against graph size");
+        let solved: Vec<Series> =
+            o.variants.iter().map(|v| Series::new(&v.variant.name, v.sizes.iter().map(|s| (s.n_nodes as f64, s.solved)).collect())).collect();
+        let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new("fully solved (T = set max depth + k)", "nodes N", "fraction of graphs") };
+        r.figure("Fully solved against N per method", line_chart(&spec, &solved)?);
+        let nodes: Vec<Series> =
+            o.variants.iter().map(|v| Series::new(&v.variant.name, v.sizes.iter().map(|s| (s.n_nodes as f64, s.node_acc)).collect())).collect();
+        let spec = ChartSpec { y_range: Some((0.0, 1.0)), ..ChartSpec::new("per-node value accuracy", "nodes N", "accuracy") };
+        r.figure("Per-node accuracy against N per method", line_chart(&spec, &nodes)?);
+    }
 
     r.heading("Accuracy against node depth");
     for v in &o.variants {
