@@ -271,6 +271,19 @@ fn train_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log, swee
     Ok((result, task.model))
 }
 
+/// The interpretability model's training study and variant: the study's recipe at the
+/// interp model's width (`study.interp`), discrete, no error correction.
+fn interp_study(study: &RecursiveStudy) -> (RecursiveStudy, Variant) {
+    let ic = &study.interp;
+    let mut s = study.clone();
+    s.model.d_model = ic.d_model;
+    s.model.n_heads = ic.n_heads;
+    if ic.steps > 0 {
+        s.train.steps = ic.steps;
+    }
+    (s, Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false, steps: None })
+}
+
 /// Train the 2-layer interpretability model (`study.interp`) and analyse it (spec §8.2).
 fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<MechanismReport>, StudyError> {
     let ic = &study.interp;
@@ -278,13 +291,7 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<Mec
         return Ok(None);
     }
     let quiet = log.quiet;
-    let mut s = study.clone();
-    s.model.d_model = ic.d_model;
-    s.model.n_heads = ic.n_heads;
-    if ic.steps > 0 {
-        s.train.steps = ic.steps;
-    }
-    let v = Variant { name: "interp".into(), method: super::config::Method::Discrete, n_layers: ic.n_layers, error_correction: false, steps: None };
+    let (s, v) = interp_study(study);
     let path = dir.join(&v.name).join(FINISHED_FILE);
     let run = job_run(&s, &v, true);
     let stored = if study.resume { Finished::<MechanismReport>::load(&path, &run, quiet)? } else { None };
@@ -410,4 +417,40 @@ pub fn reproduce(study: &RecursiveStudy, quick: bool, quiet: bool) -> Result<Rec
     }
     super::report::write_report(&outcome)?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The finished jobs committed under `docs/ladder/seed<N>/<job>/` (a ladder trained in
+    /// pieces across machines, see docs/ladder/README.md) belong to the default study at
+    /// that seed and read back with this build: a change of the default recipe or of the
+    /// result types that would make them stale fails here.
+    #[test]
+    fn committed_ladder_results_match_the_default_study_and_read_back() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ladder");
+        let mut checked = 0;
+        for seed_dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+            let seed: u64 = seed_dir.file_name().unwrap().to_str().unwrap().strip_prefix("seed").unwrap().parse().unwrap();
+            let study = RecursiveStudy { seed, ..RecursiveStudy::default() };
+            for job in std::fs::read_dir(&seed_dir).unwrap().map(|e| e.unwrap().path()) {
+                let path = job.join(FINISHED_FILE);
+                let name = job.file_name().unwrap().to_str().unwrap().to_string();
+                if name == "interp" {
+                    let (s, v) = interp_study(&study);
+                    let m = Finished::<MechanismReport>::load(&path, &job_run(&s, &v, true), true).unwrap();
+                    let m = m.unwrap_or_else(|| panic!("{}: not the default interp job at seed {seed}", path.display()));
+                    assert!((0.0..=1.0).contains(&m.controlled_acc), "{}", path.display());
+                } else {
+                    let v = study.variants.iter().find(|v| v.name == name).unwrap_or_else(|| panic!("{}: no default variant {name}", path.display()));
+                    let r = Finished::<VariantResult>::load(&path, &job_run(&study, v, false), true).unwrap();
+                    let r = r.unwrap_or_else(|| panic!("{}: not the default {name} job at seed {seed}", path.display()));
+                    assert_eq!(r.sizes.iter().map(|s| s.n_nodes).collect::<Vec<_>>(), study.eval.sizes, "{}", path.display());
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "no finished jobs under {}", root.display());
+    }
 }
