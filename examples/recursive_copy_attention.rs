@@ -6,9 +6,11 @@
 //! operand tokens, and everything else; and, per head, the attention from each own operand
 //! token to its variable's defining RHS (the second route: operands fetch their values and
 //! the RHS reads its operands). It separates a plateau (the fetch is unreliable) from a
-//! model that fetches well.
+//! model that fetches well. For sums (PARENTS ≥ 2) a wrong value is also checked against the
+//! partial sums that leave one operand out (a model whose gather misses a slot says those).
+//! LEAF_VALUES (e.g. 4) draws leaves from 0..LEAF_VALUES, like the small-sum curriculum stage.
 //!
-//!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP] [PARENTS]
+//!   cargo run --release --example recursive_copy_attention -- CHECKPOINT [N] [DEPTH_CAP] [PARENTS] [LEAF_VALUES]
 use latentlab::data::compgraph::{CompGraphConfig, VALUE_FACTOR};
 use latentlab::experiments::recursive::checkpoint::RecursiveRun;
 use latentlab::experiments::recursive::task::{graph_set, transition_batch_at};
@@ -24,9 +26,10 @@ fn main() -> anyhow::Result<()> {
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(12);
     let cap: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(3);
     let n_par: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1);
+    let leaf_values: Option<u32> = args.next().map(|s| s.parse()).transpose()?;
     let buckets = n_par + 3;
     let (run, model, _) = RecursiveRun::open(std::path::Path::new(&path))?.ok_or_else(|| anyhow::anyhow!("{path}: not a recursive checkpoint"))?;
-    let cfg = CompGraphConfig { n_nodes: n, max_depth: cap, ..run.study.data.clone() };
+    let cfg = CompGraphConfig { n_nodes: n, max_depth: cap, leaf_values: leaf_values.or(run.study.data.leaf_values), ..run.study.data.clone() };
     let vocab = cfg.vocab();
     let set = graph_set(&cfg, 128, 4242);
     let dev = model.params().device().clone();
@@ -39,8 +42,13 @@ fn main() -> anyhow::Result<()> {
     let mut operand_fetch: Vec<Vec<f64>> = Vec::new();
     let (mut nodes, mut right) = (0usize, 0usize);
     // What the due nodes' predicted values are: EMPTY, one parent's value (by slot), the
-    // right value, anything else.
+    // right value, anything else; then (sums) the sum without slot s.
     let mut said = vec![0usize; n_par + 3];
+    let mut partial = vec![0usize; n_par];
+    // Wrong values by their offset from the truth (mod p), and accuracy with and without a
+    // wrap past p in the unreduced sum.
+    let mut offsets = vec![0usize; run.study.data.modulus as usize];
+    let mut wrap = [(0usize, 0usize); 2];
     let empty = vocab.value_empty();
     // Mean P(EMPTY) and P(right value) at the due nodes; mean P(EMPTY) and count at the
     // nodes that become computable one step later.
@@ -87,9 +95,21 @@ fn main() -> anyhow::Result<()> {
                 } else if let Some(s) = parent_vals.iter().position(|&v| v == guess) {
                     s
                 } else {
+                    let p = run.study.data.modulus;
+                    let total: u32 = parent_vals.iter().sum();
+                    if let Some(s) = (0..n_par).find(|&s| n_par >= 2 && (total - parent_vals[s]) % p == guess) {
+                        partial[s] += 1;
+                    }
                     n_par + 2
                 };
                 said[kind] += 1;
+                let p = run.study.data.modulus;
+                if guess != truth && guess != empty && guess < p {
+                    offsets[((guess + p - truth) % p) as usize] += 1;
+                }
+                let w = usize::from(parent_vals.iter().sum::<u32>() >= p);
+                wrap[w].0 += usize::from(guess == truth);
+                wrap[w].1 += 1;
                 due_p.0 += f64::from(probs[i][k][empty as usize]);
                 due_p.1 += f64::from(probs[i][k][truth as usize]);
                 for l in 0..n_layers {
@@ -129,6 +149,16 @@ fn main() -> anyhow::Result<()> {
     let f = |c: usize| format!("{:.3}", c as f64 / nodes.max(1) as f64);
     let by_slot: Vec<String> = (0..n_par).map(|s| format!("parent {s}'s value {}", f(said[s]))).collect();
     println!("predicted: {}; EMPTY {}; right {}; other {}", by_slot.join(", "), f(said[n_par]), f(said[n_par + 1]), f(said[n_par + 2]));
+    if n_par >= 2 {
+        let miss: Vec<String> = (0..n_par).map(|s| format!("without parent {s} {}", f(partial[s]))).collect();
+        println!("  of which the sum of the other parents: {}", miss.join(", "));
+        let mut top: Vec<(usize, usize)> = offsets.iter().copied().enumerate().filter(|&(_, c)| c > 0).collect();
+        top.sort_by_key(|&(_, c)| std::cmp::Reverse(c));
+        let top: Vec<String> = top.iter().take(6).map(|(o, c)| format!("+{o}: {}", f(*c))).collect();
+        println!("  wrong values by offset from the truth (mod p): {}", top.join(", "));
+        let acc = |(r, n): (usize, usize)| if n > 0 { format!("{:.3} of {n}", r as f64 / n as f64) } else { "–".into() };
+        println!("  accuracy when the operands sum below p: {}; when the sum wraps past p: {}", acc(wrap[0]), acc(wrap[1]));
+    }
     println!(
         "mean P(EMPTY) {:.3} and P(right) {:.3} at due nodes; mean P(EMPTY) {:.3} at {} nodes due one step later",
         due_p.0 / nodes.max(1) as f64,
