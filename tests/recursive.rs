@@ -215,11 +215,20 @@ fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()>
     full.validate().expect("the full profile validates");
     assert_eq!(full.schedule().stages[0].data.max_fan_in, 1, "the full profile starts copy-only");
     let mut bad = tiny_study();
-    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None, leaf_values: None, until_due_acc: None, max_steps: None }];
+    bad.curriculum = vec![CurriculumStage { steps: 5, n_nodes: Some(2), max_depth: None, max_fan_in: None, min_fan_in: None, leaf_values: None, until_due_acc: None, max_steps: None }];
     let err = bad.validate().expect_err("2 nodes < 6 leaves").to_string();
     assert!(err.contains("curriculum[0]"), "{err}");
+    // A stage of three-operand sums only; a minimum above the maximum is an error.
+    let three = CurriculumStage { steps: 5, n_nodes: None, max_depth: None, max_fan_in: Some(3), min_fan_in: Some(3), leaf_values: Some(4), until_due_acc: None, max_steps: None };
+    let mut s3 = tiny_study();
+    s3.curriculum = vec![three.clone()];
+    s3.validate().expect("3..3 parents validates");
+    assert_eq!((s3.schedule().stages[0].data.min_fan_in, s3.schedule().stages[0].data.max_fan_in), (3, 3));
+    s3.curriculum = vec![CurriculumStage { max_fan_in: Some(2), ..three }];
+    let err = s3.validate().expect_err("min 3 > max 2").to_string();
+    assert!(err.contains("curriculum[0]"), "{err}");
     let mut study = tiny_study();
-    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: None, max_steps: None }];
+    study.curriculum = vec![CurriculumStage { steps: 2, n_nodes: None, max_depth: None, max_fan_in: Some(1), min_fan_in: None, leaf_values: None, until_due_acc: None, max_steps: None }];
     let schedule = study.schedule();
     assert_eq!(schedule.stages.len(), 1);
     let st = &schedule.stages[0];
@@ -241,7 +250,7 @@ fn a_copy_only_curriculum_stage_draws_single_parent_graphs_first() -> Result<()>
 #[test]
 fn a_measured_curriculum_stage_ends_when_its_due_node_accuracies_are_met() {
     use latentlab::config::Validate;
-    let stage = |steps, fan_in, until, max| CurriculumStage { steps, n_nodes: None, max_depth: None, max_fan_in: fan_in, leaf_values: Some(4), until_due_acc: until, max_steps: max };
+    let stage = |steps, fan_in, until, max| CurriculumStage { steps, n_nodes: None, max_depth: None, max_fan_in: fan_in, min_fan_in: None, leaf_values: Some(4), until_due_acc: until, max_steps: max };
     let mut study = tiny_study();
     study.curriculum = vec![stage(3, Some(1), None, None), stage(2, None, Some(0.9), Some(10))];
     study.validate().expect("valid curriculum");
@@ -463,7 +472,7 @@ fn resume_continues_a_study_run_bit_identically() {
     study.train.eval_every = 4;
     // A measured stage that ends at an evaluation (step 8) before the interruption at step
     // 10: the resumed run must know it ended.
-    study.curriculum = vec![CurriculumStage { steps: 4, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: Some(1e-9), max_steps: Some(100) }];
+    study.curriculum = vec![CurriculumStage { steps: 4, n_nodes: None, max_depth: None, max_fan_in: Some(1), min_fan_in: None, leaf_values: None, until_due_acc: Some(1e-9), max_steps: Some(100) }];
     let base = std::env::temp_dir().join(format!("latentlab-rec-resume-{}", std::process::id()));
     let run = |name: &str, steps: u64, resume: bool| {
         let mut s = study.clone();

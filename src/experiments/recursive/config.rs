@@ -109,6 +109,10 @@ pub struct CurriculumStage {
     pub max_depth: Option<usize>,
     #[serde(default)]
     pub max_fan_in: Option<usize>,
+    /// Fewest parents of an internal node in this stage (e.g. 3 with `max_fan_in` 3:
+    /// three-operand sums only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_fan_in: Option<usize>,
     /// Leaf values drawn from 0..leaf_values in this stage (small sums first).
     #[serde(default)]
     pub leaf_values: Option<u32>,
@@ -269,12 +273,12 @@ impl Default for RecursiveStudy {
             // c7 of docs/recursive-calibration.md: copy-only graphs for the first 1,500 steps;
             // then small sums (leaves 0..3; the sixth session's lever).
             curriculum: vec![
-                CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), leaf_values: None, until_due_acc: None, max_steps: None },
+                CurriculumStage { steps: 1500, n_nodes: None, max_depth: None, max_fan_in: Some(1), min_fan_in: None, leaf_values: None, until_due_acc: None, max_steps: None },
                 // Ends on a measurement: at step 8,000 at the earliest, once copies and small
                 // 2- and 3-parent sums are ≥ 0.9 right (a seed whose copy transition comes
                 // late stays here instead of meeting the uniform-sum plateau; v4s2), and by
                 // step 16,000 at the latest.
-                CurriculumStage { steps: 6500, n_nodes: None, max_depth: None, max_fan_in: None, leaf_values: Some(4), until_due_acc: Some(0.9), max_steps: Some(14_500) },
+                CurriculumStage { steps: 6500, n_nodes: None, max_depth: None, max_fan_in: None, min_fan_in: None, leaf_values: Some(4), until_due_acc: Some(0.9), max_steps: Some(14_500) },
             ],
             all_transitions: false,
             interp: InterpConfig::default(),
@@ -318,7 +322,8 @@ impl RecursiveStudy {
         d.max_depth = c.max_depth.unwrap_or(d.max_depth);
         d.max_fan_in = c.max_fan_in.unwrap_or(d.max_fan_in);
         d.leaf_values = c.leaf_values.or(d.leaf_values);
-        d.min_fan_in = d.min_fan_in.min(d.max_fan_in);
+        // A stage's own minimum is checked (validate), the study's is narrowed to fit.
+        d.min_fan_in = c.min_fan_in.unwrap_or(d.min_fan_in.min(d.max_fan_in));
         d
     }
 
