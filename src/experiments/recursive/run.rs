@@ -159,7 +159,10 @@ fn job_run(study: &RecursiveStudy, v: &Variant, interp: bool) -> RecursiveRun {
 
 impl<T: Serialize + serde::de::DeserializeOwned> Finished<T> {
     /// The stored result at `path` when it belongs to `run` (None when there is no file or
-    /// it belongs to another run, which is then trained again).
+    /// it belongs to another run: the job then runs again, continuing from the folder's
+    /// latest checkpoint like any resumed job — which re-evaluates a finished job under new
+    /// `eval` settings, and is wrong after a change of the training recipe: use a fresh
+    /// `out_dir` for that).
     fn load(path: &Path, run: &RecursiveRun, quiet: bool) -> Result<Option<T>, StudyError> {
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
@@ -169,7 +172,7 @@ impl<T: Serialize + serde::de::DeserializeOwned> Finished<T> {
         let stored: Finished<T> = toml::from_str(&text).map_err(|e| StudyError::Invalid(format!("{}: not a finished-job file: {}", path.display(), e.message())))?;
         if to_toml(&stored.run) != to_toml(run) {
             if !quiet {
-                eprintln!("[{}] {} belongs to another configuration: training again", run.variant.name, path.display());
+                eprintln!("[{}] {} belongs to another configuration: running the job again (from the folder's latest checkpoint, if any)", run.variant.name, path.display());
             }
             return Ok(None);
         }
