@@ -120,16 +120,8 @@ struct Log {
 }
 
 fn run_variant(study: &RecursiveStudy, v: &Variant, dir: &Path, log: Log) -> Result<VariantResult, StudyError> {
-    let path = dir.join(&v.name).join(FINISHED_FILE);
     let run = job_run(study, v, false);
-    if study.resume {
-        if let Some(r) = Finished::load(&path, &run, log.quiet)? {
-            return Ok(r);
-        }
-    }
-    let result = train_variant(study, v, dir, log, true)?.0;
-    Finished::save(&path, run, &result)?;
-    Ok(result)
+    Finished::or_run(&dir.join(&v.name), run, study.resume, log.quiet, || Ok(train_variant(study, v, dir, log, true)?.0))
 }
 
 /// The file a finished job (a variant with its sweep, or the analysed interp model) leaves
@@ -182,12 +174,19 @@ impl<T: Serialize + serde::de::DeserializeOwned> Finished<T> {
         Ok(Some(stored.result))
     }
 
-    fn save(path: &Path, run: RecursiveRun, result: &T) -> Result<(), StudyError>
-    where
-        T: Clone,
-    {
-        let text = toml::to_string(&Finished { run, result: result.clone() }).map_err(|e| io(path, e))?;
-        write_atomic(path, text.as_bytes()).map_err(|e| io(path, e))
+    /// The job's result: read back from `job_dir`'s finished file when `resume` finds one
+    /// for `run`, else computed by `job` and stored there.
+    fn or_run(job_dir: &Path, run: RecursiveRun, resume: bool, quiet: bool, job: impl FnOnce() -> Result<T, StudyError>) -> Result<T, StudyError> {
+        let path = job_dir.join(FINISHED_FILE);
+        if resume {
+            if let Some(r) = Self::load(&path, &run, quiet)? {
+                return Ok(r);
+            }
+        }
+        let finished = Finished { run, result: job()? };
+        let text = toml::to_string(&finished).map_err(|e| io(&path, e))?;
+        write_atomic(&path, text.as_bytes()).map_err(|e| io(&path, e))?;
+        Ok(finished.result)
     }
 }
 
@@ -295,19 +294,12 @@ fn run_interp(study: &RecursiveStudy, dir: &Path, log: Log) -> Result<Option<Mec
     }
     let quiet = log.quiet;
     let (s, v) = interp_study(study);
-    let path = dir.join(&v.name).join(FINISHED_FILE);
     let run = job_run(&s, &v, true);
-    let stored = if study.resume { Finished::<MechanismReport>::load(&path, &run, quiet)? } else { None };
-    let report = match stored {
-        Some(r) => r,
-        None => {
-            let (_, model) = train_variant(&s, &v, dir, log, false)?;
-            let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
-            let report = analyze(&model, &study.data, &acfg)?;
-            Finished::save(&path, run, &report)?;
-            report
-        }
-    };
+    let report = Finished::or_run(&dir.join(&v.name), run, study.resume, quiet, || {
+        let (_, model) = train_variant(&s, &v, dir, log, false)?;
+        let acfg = AnalysisConfig { contexts: ic.contexts, family_size: ic.family_size, fourier: ic.fourier, seed: study.seed };
+        Ok(analyze(&model, &study.data, &acfg)?)
+    })?;
     if !quiet {
         eprintln!(
             "[interp] controlled accuracy {:.3}; MLP-1 relative {:.3}; slots with layer-1 heads {:?}",
