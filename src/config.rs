@@ -138,6 +138,28 @@ pub fn to_toml<T: Serialize>(cfg: &T) -> String {
     toml::to_string_pretty(cfg).expect("config serialises to TOML")
 }
 
+/// The dotted keys whose values differ between two configs of one type (arrays compare
+/// whole), in key order.
+pub fn changed_keys<T: Serialize>(a: &T, b: &T) -> Vec<String> {
+    fn walk(prefix: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    walk(&key, x.get(k), y.get(k), out);
+                }
+            }
+            (x, y) if x != y => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let (a, b) = (toml::Value::try_from(a).expect("config serialises"), toml::Value::try_from(b).expect("config serialises"));
+    let mut out = Vec::new();
+    walk("", Some(&a), Some(&b), &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +192,14 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(f.path(), text).unwrap();
         f
+    }
+
+    #[test]
+    fn changed_keys_name_every_differing_leaf() {
+        let a = Cfg::default();
+        assert!(changed_keys(&a, &a).is_empty());
+        let b = Cfg { name: "y".into(), train: Inner { lr: 0.2, steps: 10 } };
+        assert_eq!(changed_keys(&a, &b), vec!["name".to_string(), "train.lr".to_string()]);
     }
 
     #[test]

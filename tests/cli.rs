@@ -72,6 +72,23 @@ fn train_writes_outputs_and_resume_is_bit_identical() {
     let m_full = std::fs::read_to_string(d.join("full/metrics.jsonl")).unwrap();
     let m_res = std::fs::read_to_string(d.join("resumed/metrics.jsonl")).unwrap();
     assert_eq!(m_full, m_res, "resumed metrics differ");
+
+    // The saved config is the base of a resumed run: the original flags are not needed ...
+    let half = train(d, "bare", 8, &["--stop-after", "4", "--set", "train.lr=0.002"], None);
+    assert!(half.status.success(), "{}", stderr(&half));
+    let bare = latentlab(&["train", "--quiet", "--set", &format!("out_dir={}", d.display()), "--set", "name=bare", "--resume"], None);
+    assert!(bare.status.success(), "{}", stderr(&bare));
+    let saved = std::fs::read_to_string(d.join("bare/config.toml")).unwrap();
+    assert!(saved.contains("lr = 0.002") && saved.contains("d_model = 16"), "resume kept the saved config: {saved}");
+    // ... and flags that change it (other than train.steps) are an error naming the keys.
+    let other = train(d, "bare", 8, &["--resume", "--set", "train.lr=0.5", "--set", "model.d_mlp=64"], None);
+    assert_bad_input(&other, &["bare/config.toml", "train.lr", "model.d_mlp", "--resume"]);
+    let longer = train(d, "bare", 10, &["--resume", "--set", "train.lr=0.002"], None);
+    assert!(longer.status.success(), "{}", stderr(&longer));
+    assert!(d.join("bare/checkpoints/step_00000010").exists(), "train.steps may grow on resume");
+    // --resume of a run that never started says so and trains from step 0.
+    let fresh = train(d, "fresh", 2, &["--resume"], None);
+    assert!(fresh.status.success() && stderr(&fresh).contains("no checkpoint"), "{}", stderr(&fresh));
 }
 
 #[test]

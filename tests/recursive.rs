@@ -462,6 +462,7 @@ fn the_documented_transition_recipe_loads() {
     assert_eq!((s.train.batch_size, trigger.metric.as_str(), trigger.at_least), (64, "val_solved", 0.5));
     assert_eq!(s.train, RecursiveStudy::default().train, "the documented ladder is the default recipe");
     assert_eq!(s.variants, RecursiveStudy::default().variants, "the documented ladder trains the default variants");
+    assert_eq!(s.eval.n_graphs, RecursiveStudy::default().eval.n_graphs, "the documented ladder tests as many graphs as the default");
 }
 
 #[test]

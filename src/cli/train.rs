@@ -30,8 +30,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let cfg: RunConfig = config::load(args.config.as_deref(), &args.sets)?;
+    let mut cfg: RunConfig = config::load(args.config.as_deref(), &args.sets)?;
     let dir = PathBuf::from(&cfg.out_dir).join(&cfg.name);
+    if args.resume {
+        cfg = resumed_config(&dir, cfg, &args)?;
+    }
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let text = to_toml(&cfg);
     write_atomic(&dir.join("config.toml"), text.as_bytes()).with_context(|| format!("writing {}", dir.display()))?;
@@ -46,6 +49,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         shards: cfg.train.shards,
     };
     let keep = if args.resume { Some(latest_step(&dir)?) } else { None };
+    if keep == Some(0) {
+        eprintln!("note: {} holds no checkpoint: --resume starts from step 0", dir.join("checkpoints").display());
+    }
     let mut sink = MetricsSink::open(&dir.join("metrics.jsonl"), keep)?;
     let opts = RunOptions { dir: Some(dir.clone()), seed: cfg.seed, resume: args.resume, config_text: text, quiet: args.quiet, stop_after: args.stop_after };
     let summary = train_run(&mut task, &cfg.train, &opts, &mut sink)?;
@@ -62,6 +68,36 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     write_atomic(&dir.join("summary.json"), json.to_string().as_bytes())?;
     println!("outputs in {}", dir.display());
     Ok(())
+}
+
+/// Keys a resumed run may change: how far it trains.
+const RESUME_MAY_CHANGE: &[&str] = &["train.steps"];
+
+/// The config a resumed run continues with: the run's saved `config.toml`, with the
+/// `--config` file and `--set`s given now merged over it, so `train --set name=x --resume`
+/// needs none of the original flags. A resumed run whose config differs from the saved one
+/// in anything but `train.steps` would not continue the same run: that is an error naming
+/// the keys. Without a saved config (no earlier run), the flags' config.
+fn resumed_config(dir: &std::path::Path, flags: RunConfig, args: &Args) -> anyhow::Result<RunConfig> {
+    let saved_path = dir.join("config.toml");
+    if !saved_path.exists() {
+        return Ok(flags);
+    }
+    let saved: RunConfig = config::load(Some(&saved_path), &[])?;
+    let now: RunConfig = config::load_over(saved.clone(), args.config.as_deref(), &args.sets)?;
+    let changed: Vec<String> =
+        config::changed_keys(&saved, &now).into_iter().filter(|k| !RESUME_MAY_CHANGE.contains(&k.as_str())).collect();
+    if !changed.is_empty() {
+        return Err(config::ConfigError::Key {
+            origin: saved_path.display().to_string(),
+            key: changed.join("`, `"),
+            msg: "--resume continues the saved run, and the flags change this (only train.steps may change); \
+                  drop those flags or train under another name"
+                .into(),
+        }
+        .into());
+    }
+    Ok(now)
 }
 
 fn latest_step(dir: &std::path::Path) -> anyhow::Result<u64> {
