@@ -120,7 +120,8 @@ where
     let cfg: T = serde_path_to_error::deserialize(value).map_err(|e| ConfigError::Key {
         origin: origin.clone(),
         key: e.path().to_string(),
-        msg: e.inner().to_string(),
+        // The message alone: the error's Display appends "in `key`" on further lines.
+        msg: e.inner().message().trim().to_string(),
     })?;
     cfg.validate()?;
     Ok(cfg)
@@ -214,9 +215,9 @@ mod tests {
         let e = load::<Cfg>(None, &["train.lrr=1".into()]).unwrap_err().to_string();
         assert!(e.contains("lrr"), "{e}");
         let e = load::<Cfg>(None, &["train.steps=\"many\"".into()]).unwrap_err().to_string();
-        assert!(e.contains("train.steps"), "{e}");
+        assert!(e.contains("train.steps") && e.contains("invalid type") && !e.contains('\n'), "one line: {e}");
         let e = load::<Cfg>(None, &["train.steps=-3".into()]).unwrap_err().to_string();
-        assert!(e.contains("train.steps"), "{e}");
+        assert!(e.contains("train.steps") && !e.contains('\n'), "one line: {e}");
         let e = load::<Cfg>(None, &["train.lr=-1".into()]).unwrap_err().to_string();
         assert!(e.contains("train.lr") && e.contains("> 0"), "{e}");
         let f = write("[train\nlr = 1");

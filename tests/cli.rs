@@ -161,6 +161,8 @@ fn bad_checkpoints_and_commands_give_one_clear_error() {
 
     // Missing checkpoint.
     assert_bad_input(&latentlab(&["eval", d.join("nope").to_str().unwrap()], None), &["nope"]);
+    // The recursive study's sweep options on another kind of checkpoint.
+    assert_bad_input(&latentlab(&["truncate", ck.to_str().unwrap(), "--edit", "0:fc_in:0.5", "--sizes", "12"], None), &["--sizes", "recursive-study checkpoint"]);
 
     // Unknown hook name and unknown subcommand.
     assert_bad_input(&latentlab(&["analyze", ck.to_str().unwrap(), "--hook", "blocks.0.attn.hook_scores"], None), &["hook_attn_scores"]);

@@ -401,6 +401,25 @@ fn a_tiny_reproduction_writes_results_and_an_honest_claims_table() {
     let (small, large) = (sweep("1", "e1.json"), sweep("3", "e3.json"));
     assert_eq!(large.iter().map(|r| (r["n_nodes"].as_u64().unwrap(), r["n_graphs"].as_u64().unwrap())).collect::<Vec<_>>(), [(8, 3), (12, 3)]);
     assert_eq!(small.len(), 2);
+    // Weight edits on the recursive model, scored on the same sweep: the unedited row is
+    // eval's, ρ = 1 is the identity edit; a layer the model lacks is a usage error.
+    let t = dir.join("t.jsonl");
+    let args = ["truncate", best.to_str().unwrap(), "--edit", "0:fc_in:1", "--edit", "1:fc_out:0.05", "--sizes", "8,12", "--graphs", "3", "--out", t.to_str().unwrap()];
+    let o = std::process::Command::new(bin).args(args).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&t).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.iter().map(|r| r["edit"].as_str().unwrap()).collect::<Vec<_>>(), ["none", "0:fc_in:1", "1:fc_out:0.05"]);
+    for (r, n) in large.iter().zip([8, 12]) {
+        for (key, field) in [("solved", "solved"), ("fixed_point", "solved_fixed_point"), ("node_acc", "node_acc")] {
+            let k = format!("n{n}_{key}");
+            assert_eq!(rows[0][&k], r[field], "{k}: truncate's unedited row against eval");
+            assert_eq!(rows[1][&k], rows[0][&k], "{k}: ρ = 1 changes nothing");
+            assert!((0.0..=1.0).contains(&rows[2][&k].as_f64().unwrap()), "{k}");
+        }
+    }
+    let o = std::process::Command::new(bin).args(["truncate", best.to_str().unwrap(), "--edit", "7:fc_in:0.5", "--sizes", "8"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.code() == Some(2) && err.contains("7:fc_in") && err.lines().count() == 1, "{err}");
     let o = std::process::Command::new(bin).args(["eval", best.to_str().unwrap(), "--sizes", "1"]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.code() == Some(2) && err.contains("--sizes: N = 1") && err.contains("n_leaves"), "{err}");

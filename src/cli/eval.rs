@@ -140,20 +140,7 @@ fn recursive(args: &Args, run: &RecursiveRun, model: &Recurrent, ck: &Checkpoint
         return Ok(());
     }
     let mut run = run.clone();
-    let data = &run.study.data;
-    if let Some(&n) = args.sizes.iter().find(|&&n| n < data.n_leaves || n > data.name_pool) {
-        anyhow::bail!(super::UsageError(format!(
-            "--sizes: N = {n} is outside this model's range: at least data.n_leaves = {} and at most data.name_pool = {} nodes",
-            data.n_leaves, data.name_pool
-        )));
-    }
-    anyhow::ensure!(args.graphs != Some(0), super::UsageError("--graphs must be ≥ 1".into()));
-    if !args.sizes.is_empty() {
-        run.study.eval.sizes = args.sizes.clone();
-    }
-    if let Some(g) = args.graphs {
-        run.study.eval.n_graphs = g;
-    }
+    set_sweep(&mut run, &args.sizes, args.graphs)?;
     let sizes = run.sweep(model)?;
     for r in &sizes {
         println!(
@@ -169,5 +156,24 @@ fn recursive(args: &Args, run: &RecursiveRun, model: &Recurrent, ck: &Checkpoint
     let out = args.out.clone().unwrap_or_else(|| ck.dir.join("eval.json"));
     latentlab::util::fsx::write_atomic(&out, serde_json::to_string_pretty(&sizes)?.as_bytes())?;
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Set a recursive run's OOD sweep from `--sizes` and `--graphs` (empty / None: the study's).
+pub(super) fn set_sweep(run: &mut RecursiveRun, sizes: &[usize], graphs: Option<usize>) -> anyhow::Result<()> {
+    let data = &run.study.data;
+    if let Some(&n) = sizes.iter().find(|&&n| n < data.n_leaves || n > data.name_pool) {
+        anyhow::bail!(super::UsageError(format!(
+            "--sizes: N = {n} is outside this model's range: at least data.n_leaves = {} and at most data.name_pool = {} nodes",
+            data.n_leaves, data.name_pool
+        )));
+    }
+    anyhow::ensure!(graphs != Some(0), super::UsageError("--graphs must be ≥ 1".into()));
+    if !sizes.is_empty() {
+        run.study.eval.sizes = sizes.to_vec();
+    }
+    if let Some(g) = graphs {
+        run.study.eval.n_graphs = g;
+    }
     Ok(())
 }

@@ -47,7 +47,8 @@ pub enum Cmd {
     ///
     /// Example: latentlab reproduce list
     Reproduce(reproduce::Args),
-    /// Apply low-rank / zero / drop edits (layer:matrix:ρ) to a checkpoint and evaluate.
+    /// Apply low-rank / zero / drop edits (layer:matrix:ρ) to a checkpoint and evaluate
+    /// (a recursive-study checkpoint on its OOD sweep of graph sizes).
     ///
     /// Example: latentlab truncate runs/truncation/main/checkpoints/step_00001000 --sweep --layers 1 --matrices fc_in,fc_out
     Truncate(truncate::Args),
@@ -113,7 +114,11 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
         }
         match cause.downcast_ref::<latentlab::experiments::error::StudyError>() {
             Some(latentlab::experiments::error::StudyError::Train(t)) => return train_code(t),
-            Some(latentlab::experiments::error::StudyError::Invalid(_) | latentlab::experiments::error::StudyError::Data(_)) => return 2,
+            Some(
+                latentlab::experiments::error::StudyError::Invalid(_)
+                | latentlab::experiments::error::StudyError::Data(_)
+                | latentlab::experiments::error::StudyError::Surgery(_),
+            ) => return 2,
             _ => {}
         }
         if cause.is::<latentlab::config::ConfigError>()

@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 use latentlab::experiments::checkpoint::CheckpointTask;
+use latentlab::experiments::recursive::checkpoint::RecursiveRun;
 use latentlab::surgery::{sweep_grid, EditSet, Mode, Target};
+use latentlab::train::{Checkpoint, Metrics};
 use latentlab::util::fsx::write_atomic;
+use serde_json::Value;
 
 #[derive(Debug, clap::Args)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["checkpoint", "model"])))]
@@ -45,20 +48,51 @@ pub struct Args {
     /// Also write per-example results (JSONL) here.
     #[arg(long)]
     pub(super) per_example: Option<PathBuf>,
+    /// Recursive-study checkpoints: the graph sizes N each edit is evaluated on (default:
+    /// the study's, e.g. 12,24,48).
+    #[arg(long, value_delimiter = ',')]
+    pub(super) sizes: Vec<usize>,
+    /// Recursive-study checkpoints: test graphs per size (default: the study's `eval.n_graphs`).
+    #[arg(long)]
+    pub(super) graphs: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let Some(checkpoint) = args.checkpoint.clone() else {
+        anyhow::ensure!(
+            args.sizes.is_empty() && args.graphs.is_none(),
+            super::UsageError("--sizes and --graphs need a recursive-study checkpoint, not --model".into())
+        );
         return super::truncate_model::run(args);
     };
+    if let Some((mut run, model, ck)) = RecursiveRun::open(&checkpoint)? {
+        anyhow::ensure!(
+            args.per_example.is_none(),
+            super::UsageError("--per-example: not available for a recursive-study checkpoint (`latentlab eval CHECKPOINT --problems FILE` gives one line per problem)".into())
+        );
+        super::eval::set_sweep(&mut run, &args.sizes, args.graphs)?;
+        let sets = edit_sets(&args, model.cfg.n_layers)?;
+        let results = run.truncate(&model, &sets)?;
+        return write_table(&args, &ck, results.into_iter().map(|(e, m)| (e, m, Vec::new())).collect());
+    }
+    anyhow::ensure!(
+        args.sizes.is_empty() && args.graphs.is_none(),
+        super::UsageError(format!("--sizes and --graphs need a recursive-study checkpoint; {} is not one", checkpoint.display()))
+    );
     let (mut task, ck) = CheckpointTask::open(&checkpoint)?;
+    let sets = edit_sets(&args, task.model().cfg.n_layers)?;
+    let results = task.truncate(&sets, args.per_example.is_some())?;
+    write_table(&args, &ck, results)
+}
+
+/// The unedited model, each `--edit`, then the `--sweep` grid.
+fn edit_sets(args: &Args, n_layers: usize) -> anyhow::Result<Vec<EditSet>> {
     let mut sets = vec![EditSet::new(vec![])];
     for spec in &args.edits {
         sets.push(latentlab::experiments::laser::parse_edits(spec)?);
     }
     if args.sweep {
-        let layers: Vec<usize> =
-            if args.layers.is_empty() { (0..task.model().cfg.n_layers).collect() } else { args.layers.clone() };
+        let layers: Vec<usize> = if args.layers.is_empty() { (0..n_layers).collect() } else { args.layers.clone() };
         let targets = args
             .matrices
             .iter()
@@ -74,10 +108,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         sets.extend(sweep_grid(&layers, &targets, &args.rank_fracs, &[mode]));
     }
-    if sets.len() == 1 && !args.sweep {
+    if sets.len() == 1 {
         anyhow::bail!(super::UsageError("give at least one --edit or --sweep".into()));
     }
-    let results = task.truncate(&sets, args.per_example.is_some())?;
+    Ok(sets)
+}
+
+/// Print the table and write it (JSONL, one row per edit set), with the per-example rows.
+fn write_table(args: &Args, ck: &Checkpoint, results: Vec<(String, Metrics, Vec<Value>)>) -> anyhow::Result<()> {
     let mut table = String::new();
     let mut examples = String::new();
     let keys: Vec<String> = results[0].1.keys().cloned().collect();
@@ -90,7 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (k, v) in metrics {
             obj.insert(k.clone(), (*v).into());
         }
-        table += &serde_json::Value::Object(obj).to_string();
+        table += &Value::Object(obj).to_string();
         table.push('\n');
         for r in rows {
             let mut r = r.clone();
@@ -99,11 +137,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             examples.push('\n');
         }
     }
-    let out = args.out.unwrap_or_else(|| ck.dir.join("truncate.jsonl"));
+    let out = args.out.clone().unwrap_or_else(|| ck.dir.join("truncate.jsonl"));
     write_atomic(&out, table.as_bytes())?;
     println!("wrote {}", out.display());
-    if let Some(p) = args.per_example {
-        write_atomic(&p, examples.as_bytes())?;
+    if let Some(p) = &args.per_example {
+        write_atomic(p, examples.as_bytes())?;
         println!("wrote {}", p.display());
     }
     Ok(())

@@ -54,7 +54,7 @@ impl CheckpointTask {
             }))
         } else {
             let run: VariantRun = toml::from_str(&ck.manifest.config)
-                .map_err(|e| corrupt(format!("config is neither a train run nor a study variant: {e}")))?;
+                .map_err(|e| corrupt(format!("config is neither a train run nor a study variant: {}", e.message().trim())))?;
             run.study.validate().map_err(|e| corrupt(format!("config: {e}")))?;
             CheckpointTask::Recall(Box::new(run.task().map_err(|e| CheckpointError::Other(e.to_string()))?))
         };

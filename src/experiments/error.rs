@@ -13,6 +13,9 @@ pub enum StudyError {
     Data(#[from] crate::data::DataError),
     #[error(transparent)]
     Report(#[from] crate::report::ReportError),
+    /// A weight edit that does not apply to the model (bad target, layer or ρ).
+    #[error(transparent)]
+    Surgery(#[from] crate::surgery::SurgeryError),
     #[error("{path}: {msg}")]
     Io { path: String, msg: String },
     /// Input that does not fit the run (the message names what and why).

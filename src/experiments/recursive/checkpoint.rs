@@ -16,7 +16,8 @@ use crate::data::compgraph::{encode, Encoded, Problem, VALUE_FACTOR};
 use crate::experiments::error::StudyError;
 use crate::interp::Hooks;
 use crate::models::Recurrent;
-use crate::train::Checkpoint;
+use crate::surgery::{with_edits, EditSet, SvdCache, TemplateMap};
+use crate::train::{Checkpoint, Metrics};
 
 /// The config stored in a recursive variant's checkpoints.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,6 +66,33 @@ impl RecursiveRun {
                 r.recovery = Some(recovery_rate(model, &set, self.study.eval.batch, &vocab, self.study.data.modulus, 7_000_000 + n as u64)?);
             }
             out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Evaluate each edit set in turn on the study's OOD sweep (`eval.sizes` ×
+    /// `eval.n_graphs`, no repair rate): one row of metrics per set, `n{N}_solved` (the
+    /// official rule), `n{N}_fixed_point` (until the per-graph fixed point) and
+    /// `n{N}_node_acc` for each size N. The weights are restored after each set; each
+    /// matrix's SVD is computed once for the whole list.
+    pub fn truncate(&self, model: &Recurrent, edits: &[EditSet]) -> Result<Vec<(String, Metrics)>, StudyError> {
+        let sets = super::run::test_sets(&self.study);
+        let vocab = self.study.data.vocab();
+        let params = model.params().clone();
+        let (mut cache, map) = (SvdCache::new(), TemplateMap::laser());
+        let mut out = Vec::with_capacity(edits.len());
+        for e in edits {
+            let m = with_edits(&params, e, &mut cache, &map, || -> Result<Metrics, StudyError> {
+                let mut m = Metrics::new();
+                for (n, set) in &sets {
+                    let r = evaluate_set(model, &self.variant, self.study.e2e_loops, set, &self.study.eval, &vocab)?;
+                    m.insert(format!("n{n}_solved"), r.solved);
+                    m.insert(format!("n{n}_fixed_point"), r.solved_fixed_point);
+                    m.insert(format!("n{n}_node_acc"), r.node_acc);
+                }
+                Ok(m)
+            })??;
+            out.push((e.to_string(), m));
         }
         Ok(out)
     }
