@@ -58,14 +58,11 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let Some(checkpoint) = args.checkpoint.clone() else {
-        anyhow::ensure!(
-            args.sizes.is_empty() && args.graphs.is_none(),
-            super::UsageError("--sizes and --graphs need a recursive-study checkpoint, not --model".into())
-        );
-        return super::truncate_model::run(args);
+    let recursive = match &args.checkpoint {
+        Some(path) => RecursiveRun::open(path)?,
+        None => None,
     };
-    if let Some((mut run, model, ck)) = RecursiveRun::open(&checkpoint)? {
+    if let Some((mut run, model, ck)) = recursive {
         anyhow::ensure!(
             args.per_example.is_none(),
             super::UsageError("--per-example: not available for a recursive-study checkpoint (`latentlab eval CHECKPOINT --problems FILE` gives one line per problem)".into())
@@ -77,8 +74,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     anyhow::ensure!(
         args.sizes.is_empty() && args.graphs.is_none(),
-        super::UsageError(format!("--sizes and --graphs need a recursive-study checkpoint; {} is not one", checkpoint.display()))
+        super::UsageError("--sizes and --graphs need a recursive-study checkpoint (runs/recursive/<variant>/...)".into())
     );
+    let Some(checkpoint) = args.checkpoint.clone() else {
+        return super::truncate_model::run(args);
+    };
     let (mut task, ck) = CheckpointTask::open(&checkpoint)?;
     let sets = edit_sets(&args, task.model().cfg.n_layers)?;
     let results = task.truncate(&sets, args.per_example.is_some())?;

@@ -78,11 +78,10 @@ impl RecursiveRun {
     pub fn truncate(&self, model: &Recurrent, edits: &[EditSet]) -> Result<Vec<(String, Metrics)>, StudyError> {
         let sets = super::run::test_sets(&self.study);
         let vocab = self.study.data.vocab();
-        let params = model.params().clone();
         let (mut cache, map) = (SvdCache::new(), TemplateMap::laser());
         let mut out = Vec::with_capacity(edits.len());
         for e in edits {
-            let m = with_edits(&params, e, &mut cache, &map, || -> Result<Metrics, StudyError> {
+            let m = with_edits(model.params(), e, &mut cache, &map, || -> Result<Metrics, StudyError> {
                 let mut m = Metrics::new();
                 for (n, set) in &sets {
                     let r = evaluate_set(model, &self.variant, self.study.e2e_loops, set, &self.study.eval, &vocab)?;
