@@ -263,3 +263,53 @@ fn data_compgraph_writes_problems_that_read_back() {
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(stderr(&bad).contains("--nodes") && !tmp.path().join("x.jsonl").exists());
 }
+
+#[test]
+fn reproduce_with_several_seeds_runs_each_and_tabulates_the_claims_side_by_side() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = format!("out_dir={}", tmp.path().display());
+    // 60 steps: the FFN association is learned (XS1 passes), induction is not (XS2 fails).
+    let o = latentlab(
+        &["reproduce", "truncation", "--quick", "-q", "--seeds", "5,6", "--set", &out_dir, "--set", "train.steps=60"],
+        None,
+    );
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(o.status.success(), "{stdout}\n{}", stderr(&o));
+    let read = |p: std::path::PathBuf| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap() };
+    let per_seed: Vec<serde_json::Value> =
+        [5, 6].iter().map(|s| read(tmp.path().join(format!("truncation-quick-seed{s}/claims.json")))).collect();
+    for (s, name) in [(5, "truncation-quick-seed5"), (6, "truncation-quick-seed6")] {
+        let cfg = std::fs::read_to_string(tmp.path().join(name).join("config.toml")).unwrap();
+        assert!(cfg.contains(&format!("seed = {s}")), "{name}: {cfg}");
+    }
+    let summary = read(tmp.path().join("truncation-quick-seeds/claims.json"));
+    assert_eq!(summary["seeds"], serde_json::json!([5, 6]));
+    let rows = summary["claims"].as_array().unwrap();
+    assert_eq!(rows.len(), per_seed[0].as_array().unwrap().len());
+    let mut every = 0;
+    for row in rows {
+        let id = row["id"].as_str().unwrap();
+        let mut all = true;
+        for (i, seed_claims) in per_seed.iter().enumerate() {
+            let c = seed_claims.as_array().unwrap().iter().find(|c| c["id"] == id).unwrap();
+            assert_eq!(row["per_seed"][i]["pass"], c["pass"], "{id}");
+            assert_eq!(row["per_seed"][i]["measured"], c["measured"], "{id}");
+            all &= c["pass"].as_bool().unwrap();
+        }
+        assert_eq!(row["every_seed"], all, "{id}");
+        every += usize::from(all);
+    }
+    assert_eq!(summary["passed_every_seed"], every);
+    assert!(every > 0 && every < rows.len(), "a mixed table is expected at 60 steps: {stdout}");
+    let find = |id: &str| rows.iter().find(|r| r["id"] == id).unwrap()["every_seed"].as_bool().unwrap();
+    assert!(find("XS1") && !find("XS2"), "{stdout}");
+    assert!(stdout.contains(&format!("{every}/{} claims pass at every seed", rows.len())), "{stdout}");
+}
+
+#[test]
+fn several_seeds_reject_a_repeated_seed_a_single_seed_and_studies_without_claims() {
+    assert_bad_input(&latentlab(&["reproduce", "truncation", "--seeds", "1,1"], None), &["--seeds", "seed 1 is given twice"]);
+    assert_bad_input(&latentlab(&["reproduce", "truncation", "--seeds", "1,2", "--seed", "3"], None), &["--seed"]);
+    assert_bad_input(&latentlab(&["reproduce", "laser", "--seeds", "1,2"], None), &["--seeds", "laser"]);
+    assert_bad_input(&latentlab(&["reproduce", "truncation", "--seeds", "1,x"], None), &["--seeds"]);
+}

@@ -1,8 +1,9 @@
 //! `latentlab reproduce <study>`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use latentlab::config;
+use latentlab::experiments::claims::Claim;
 use latentlab::experiments::laser::{self, LaserStudy};
 use latentlab::experiments::recursive::{self, RecursiveStudy};
 use latentlab::experiments::truncation::{self, TruncationStudy};
@@ -22,8 +23,13 @@ pub struct Args {
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Seed of model init and data (same as `--set seed=N`).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "seeds")]
     seed: Option<u64>,
+    /// Run the study once per seed (comma-separated, e.g. `0,1,2`; each into
+    /// `<name>-seed<N>/`), then print which claims pass at every seed and write
+    /// `<out_dir>/<name>-seeds/claims.json` (claims tables only: not `laser`).
+    #[arg(long, value_delimiter = ',', value_name = "N,N,...")]
+    seeds: Vec<u64>,
     /// `laser`: the Hugging Face model folder (same as `--set model=DIR`).
     #[arg(long)]
     model: Option<PathBuf>,
@@ -43,35 +49,134 @@ const STUDIES: &[(&str, &str)] = &[
     ("vae-rules", "language-VAE reasoning rules (arXiv 2506.19418): supervision, latent injection, FFN vs attention, data size"),
 ];
 
+/// What one study run leaves for the multi-seed summary.
+struct Ran {
+    claims: Vec<Claim>,
+    /// The run's folder (`<out_dir>/<name>`).
+    dir: PathBuf,
+}
+
+/// How a study run is named: `seed` is folded into the config; `multi` appends
+/// `-seed<N>` to whatever name the config resolves to (so seeds never share a folder).
+#[derive(Clone, Copy)]
+struct Seeding {
+    seed: Option<u64>,
+    multi: bool,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.study.as_str() {
+    type Study = fn(&Args, Seeding) -> anyhow::Result<Ran>;
+    let study: Study = match args.study.as_str() {
         "list" => {
             for (name, what) in STUDIES {
                 println!("{name:<12} {what}");
             }
-            Ok(())
+            return Ok(());
         }
-        "truncation" => truncation_study(&args),
-        "vae-rules" => vae_rules_study(&args),
-        "recursive" => recursive_study(&args),
-        "laser" => laser_study(&args),
+        "truncation" => truncation_study,
+        "vae-rules" => vae_rules_study,
+        "recursive" => recursive_study,
+        "laser" => {
+            anyhow::ensure!(args.seeds.is_empty(), super::UsageError("--seeds: `laser` has no claims table (use --seed)".into()));
+            return laser_study(&args);
+        }
         other => {
             let names: Vec<&str> = STUDIES.iter().map(|s| s.0).collect();
-            Err(super::UsageError(format!(
+            return Err(super::UsageError(format!(
                 "study `{other}` is not available; studies: {} (see `latentlab reproduce list`)",
                 names.join(", ")
             ))
-            .into())
+            .into());
         }
+    };
+    if args.seeds.is_empty() {
+        return study(&args, Seeding { seed: args.seed, multi: false }).map(drop);
     }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(s) = args.seeds.iter().find(|s| !seen.insert(**s)) {
+        return Err(super::UsageError(format!("--seeds: seed {s} is given twice")).into());
+    }
+    let mut runs = Vec::new();
+    for &seed in &args.seeds {
+        if !args.quiet {
+            println!("== seed {seed} ==");
+        }
+        runs.push((seed, study(&args, Seeding { seed: Some(seed), multi: true })?));
+    }
+    seeds_summary(&args.study, &runs)
 }
 
-/// `--set` list with `--seed` folded in (and a per-seed run name unless one is set).
-fn sets_with_seed(args: &Args, study: &str) -> Vec<String> {
+/// The claims of every seed side by side: printed as a matrix and written to
+/// `<out_dir>/<name>-seeds/claims.json` beside the per-seed folders.
+fn seeds_summary(study: &str, runs: &[(u64, Ran)]) -> anyhow::Result<()> {
+    let mut ids: Vec<&Claim> = Vec::new();
+    for (_, r) in runs {
+        for c in &r.claims {
+            if !ids.iter().any(|k| k.id == c.id) {
+                ids.push(c);
+            }
+        }
+    }
+    let find = |r: &Ran, id: &str| r.claims.iter().find(|c| c.id == id).cloned();
+    print!("{:<6}", "claim");
+    for (seed, _) in runs {
+        print!(" {:<8}", format!("seed {seed}"));
+    }
+    println!(" every seed");
+    let mut rows = Vec::new();
+    let mut every = 0;
+    for k in &ids {
+        let cells: Vec<Option<Claim>> = runs.iter().map(|(_, r)| find(r, k.id)).collect();
+        let all = cells.iter().all(|c| c.as_ref().is_some_and(|c| c.pass));
+        every += usize::from(all);
+        print!("{:<6}", k.id);
+        for c in &cells {
+            print!(" {:<8}", c.as_ref().map_or("-", |c| if c.pass { "PASS" } else { "FAIL" }));
+        }
+        println!(" {}", if all { "PASS" } else { "FAIL" });
+        let per_seed: Vec<serde_json::Value> = runs
+            .iter()
+            .zip(&cells)
+            .map(|((seed, _), c)| match c {
+                Some(c) => serde_json::json!({ "seed": seed, "pass": c.pass, "measured": c.measured }),
+                None => serde_json::json!({ "seed": seed, "pass": null, "measured": null }),
+            })
+            .collect();
+        rows.push(serde_json::json!({ "id": k.id, "claim": k.claim, "band": k.band, "every_seed": all, "per_seed": per_seed }));
+    }
+    let per_seed_passed: Vec<String> =
+        runs.iter().map(|(_, r)| format!("{}/{}", r.claims.iter().filter(|c| c.pass).count(), r.claims.len())).collect();
+    let first = &runs[0].1.dir;
+    let name = first.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = name.rsplit_once("-seed").map_or(name.as_str(), |(b, _)| b);
+    let dir = first.parent().unwrap_or(Path::new(".")).join(format!("{base}-seeds"));
+    let path = dir.join("claims.json");
+    let json = serde_json::json!({
+        "study": study,
+        "seeds": runs.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        "runs": runs.iter().map(|(_, r)| r.dir.display().to_string()).collect::<Vec<_>>(),
+        "claims": rows,
+        "passed_every_seed": every,
+        "n_claims": ids.len(),
+    });
+    latentlab::util::fsx::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    println!(
+        "{every}/{} claims pass at every seed (per seed: {}); summary: {}",
+        ids.len(),
+        per_seed_passed.join(", "),
+        path.display()
+    );
+    Ok(())
+}
+
+/// `--set` list with the seed folded in (and, for one seed, a per-seed run name unless
+/// one is set; several seeds name their runs after loading, see `Seeding`).
+fn sets_with_seed(args: &Args, seeding: Seeding, study: &str) -> Vec<String> {
     let mut sets = args.sets.clone();
-    if let Some(seed) = args.seed {
+    if let Some(seed) = seeding.seed {
         sets.push(format!("seed={seed}"));
-        if !args.sets.iter().any(|s| s.starts_with("name=")) {
+        if !seeding.multi && !args.sets.iter().any(|s| s.starts_with("name=")) {
             let base = if args.quick { format!("{study}-quick") } else { study.to_string() };
             sets.push(format!("name={base}-seed{seed}"));
         }
@@ -89,13 +194,21 @@ fn print_claims<'a>(claims: impl Iterator<Item = (&'a str, bool, &'a str, &'a st
     passed
 }
 
-fn recursive_study(args: &Args) -> anyhow::Result<()> {
-    let sets = sets_with_seed(args, "recursive");
+/// `name-seed<N>` when several seeds run.
+fn seeded_name(name: &mut String, seeding: Seeding) {
+    if let (true, Some(seed)) = (seeding.multi, seeding.seed) {
+        *name = format!("{name}-seed{seed}");
+    }
+}
+
+fn recursive_study(args: &Args, seeding: Seeding) -> anyhow::Result<Ran> {
+    let sets = sets_with_seed(args, seeding, "recursive");
     let mut study: RecursiveStudy = if args.quick {
         config::load_over(RecursiveStudy::quick(), args.config.as_deref(), &sets)?
     } else {
         config::load(args.config.as_deref(), &sets)?
     };
+    seeded_name(&mut study.name, seeding);
     study.resume = args.resume;
     let o = recursive::reproduce(&study, args.quick, args.quiet)?;
     let sizes: Vec<String> = study.eval.sizes.iter().map(|n| format!("N={n}")).collect();
@@ -119,17 +232,18 @@ fn recursive_study(args: &Args) -> anyhow::Result<()> {
         );
     }
     println!("{passed}/{} claims pass; {:.0} s; results: {}", o.claims.len(), o.seconds, o.dir.join("results.json").display());
-    Ok(())
+    Ok(Ran { claims: o.claims, dir: o.dir })
 }
 
-fn truncation_study(args: &Args) -> anyhow::Result<()> {
+fn truncation_study(args: &Args, seeding: Seeding) -> anyhow::Result<Ran> {
     anyhow::ensure!(!args.resume, super::UsageError("--resume is available for `reproduce recursive` only".into()));
-    let sets = sets_with_seed(args, "truncation");
-    let study: TruncationStudy = if args.quick {
+    let sets = sets_with_seed(args, seeding, "truncation");
+    let mut study: TruncationStudy = if args.quick {
         config::load_over(TruncationStudy::quick(), args.config.as_deref(), &sets)?
     } else {
         config::load(args.config.as_deref(), &sets)?
     };
+    seeded_name(&mut study.name, seeding);
     let outcome = truncation::reproduce(&study, args.quick, args.quiet)?;
     println!("{:<5} {:<6} {:<60} measured", "claim", "result", "band");
     for c in &outcome.claims {
@@ -142,17 +256,18 @@ fn truncation_study(args: &Args) -> anyhow::Result<()> {
         outcome.seconds,
         outcome.dir.join("report.html").display()
     );
-    Ok(())
+    Ok(Ran { claims: outcome.claims, dir: outcome.dir })
 }
 
-fn vae_rules_study(args: &Args) -> anyhow::Result<()> {
+fn vae_rules_study(args: &Args, seeding: Seeding) -> anyhow::Result<Ran> {
     anyhow::ensure!(!args.resume, super::UsageError("--resume is available for `reproduce recursive` only".into()));
-    let sets = sets_with_seed(args, "vae-rules");
-    let study: VaeRulesStudy = if args.quick {
+    let sets = sets_with_seed(args, seeding, "vae-rules");
+    let mut study: VaeRulesStudy = if args.quick {
         config::load_over(VaeRulesStudy::quick(), args.config.as_deref(), &sets)?
     } else {
         config::load(args.config.as_deref(), &sets)?
     };
+    seeded_name(&mut study.name, seeding);
     let o = vae_rules::reproduce(&study, args.quick, args.quiet)?;
     let f = |x: f64| if x.is_finite() { format!("{x:.3}") } else { "-".into() };
     println!("{:<34} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>5} {:>6}", "run", "EMpost", "EMcent", "swap", "sil", "NMI", "probe", "AU", "KL");
@@ -165,7 +280,7 @@ fn vae_rules_study(args: &Args) -> anyhow::Result<()> {
     }
     let passed = print_claims(o.claims.iter().map(|c| (c.id, c.pass, c.band.as_str(), c.measured.as_str())));
     println!("{passed}/{} claims pass; {:.0} s; report: {}", o.claims.len(), o.seconds, o.dir.join("report.html").display());
-    Ok(())
+    Ok(Ran { claims: o.claims, dir: o.dir })
 }
 
 fn laser_study(args: &Args) -> anyhow::Result<()> {
