@@ -3,7 +3,8 @@
 //! (controlled families, RelVar, head cosines, OV amplification, MLP-1 contribution,
 //! the Z_p³ DFT of MLP-2) with its figures; with `--head-scores`, per-head attention
 //! scores on repeated random tokens for a checkpoint or a Hugging Face model folder; with
-//! `--patch`, activation patching of a clean prompt into a corrupted one.
+//! `--patch`, activation patching of a clean prompt into a corrupted one; with `--lens`,
+//! the logit lens and direct logit attribution at one position of a prompt.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,13 +72,13 @@ pub struct Args {
     clean_ids: Vec<u32>,
     #[arg(long, value_delimiter = ',')]
     corrupt_ids: Vec<u32>,
-    /// --patch: the answer the clean prompt should give (text of one token, e.g. " Mary") …
+    /// --patch / --lens: the answer the prompt should give (text of one token, e.g. " Mary") …
     #[arg(long)]
     answer: Option<String>,
     /// … and the competing one (e.g. " John").
     #[arg(long)]
     wrong: Option<String>,
-    /// --patch: the two as token ids instead.
+    /// --patch / --lens: the two as token ids instead.
     #[arg(long)]
     answer_id: Option<u32>,
     #[arg(long)]
@@ -85,6 +86,26 @@ pub struct Args {
     /// --patch: also patch each attention head's output (hook_z, all positions) on its own.
     #[arg(long)]
     per_head: bool,
+    /// Logit lens and direct logit attribution at one position of a prompt (checkpoint or
+    /// Hugging Face folder): the stream after the embeddings and after every block read
+    /// through the model's final norm and unembedding (top tokens; the answer's
+    /// probability and rank), and, with an answer, logit[answer] (− logit[wrong]) split
+    /// over the embeddings and each layer's attention and MLP outputs (final norm's scale
+    /// held fixed). Writes lens.json and lens.html.
+    #[arg(long)]
+    lens: bool,
+    /// --lens: the prompt (text, with the folder's tokenizer.json) …
+    #[arg(long)]
+    prompt: Option<String>,
+    /// … or its token ids, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    ids: Vec<u32>,
+    /// --lens: the position read (default: the last).
+    #[arg(long)]
+    pos: Option<usize>,
+    /// --lens: tokens listed per depth (default 5).
+    #[arg(long, default_value_t = 5)]
+    top_k: usize,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -93,6 +114,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.patch {
         return patch(&args);
+    }
+    if args.lens {
+        return with_lm(&args.checkpoint, "lens", |lm| lens_model(&args, lm));
     }
     let points: Vec<HookPoint> = args.hooks.iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
     let mut hooks = Hooks::capture(points.clone());
@@ -243,23 +267,139 @@ fn with_lm<T>(path: &std::path::Path, kind: &str, f: impl FnOnce(Lm) -> anyhow::
     }
 }
 
+fn usage(m: &str) -> anyhow::Error {
+    anyhow::Error::new(super::UsageError(m.to_string()))
+}
+
+/// A prompt given as text (flag `text_flag`, through the tokenizer) or as ids (`ids_flag`).
+fn text_or_ids(tokenizer: Option<&latentlab::models::HfTokenizer>, text: &Option<String>, ids: &[u32], [text_flag, ids_flag]: [&str; 2], mode: &str) -> anyhow::Result<Vec<u32>> {
+    match (text, ids.is_empty()) {
+        (Some(t), true) => match tokenizer {
+            Some(tok) => Ok(tok.encode(t)?),
+            None => Err(usage(&format!("{text_flag}: this model has no tokenizer.json; give {ids_flag}"))),
+        },
+        (None, false) => Ok(ids.to_vec()),
+        _ => Err(usage(&format!("{mode} needs exactly one of {text_flag} and {ids_flag}"))),
+    }
+}
+
+/// One token given as text (`--{what}`, which must encode to one token) or as an id
+/// (`--{what}-id`); None when neither is given.
+fn one_token(tokenizer: Option<&latentlab::models::HfTokenizer>, text: &Option<String>, id: Option<u32>, what: &str, mode: &str) -> anyhow::Result<Option<u32>> {
+    match (text, id) {
+        (Some(t), None) => {
+            let tok = tokenizer.ok_or_else(|| usage(&format!("--{what}: this model has no tokenizer.json; give --{what}-id")))?;
+            match tok.encode_plain(t)?.as_slice() {
+                [one] => Ok(Some(*one)),
+                ids => Err(usage(&format!("--{what} `{t}` is {} tokens, expected one (give --{what}-id)", ids.len()))),
+            }
+        }
+        (None, Some(i)) => Ok(Some(i)),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(usage(&format!("{mode} takes one of --{what} and --{what}-id, not both"))),
+    }
+}
+
+/// Token labels for tables: the tokenizer's text, or the ids.
+fn token_label(tokenizer: Option<&latentlab::models::HfTokenizer>, id: u32) -> String {
+    match tokenizer {
+        Some(tok) => format!("{:?}", tok.decode(&[id]).unwrap_or_default()),
+        None => id.to_string(),
+    }
+}
+
+/// `--lens`: logit lens and direct logit attribution (`interp::lens`).
+fn lens_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
+    use latentlab::interp::lens::{logit_attribution, logit_lens};
+    use latentlab::report::{bar_chart, line_chart, BarGroup, ChartSpec, Report, Series};
+    let Lm { model, tokenizer, label, default_out, max_len, vocab } = lm;
+    let ids = text_or_ids(tokenizer, &args.prompt, &args.ids, ["--prompt", "--ids"], "--lens")?;
+    anyhow::ensure!(!ids.is_empty(), usage("--lens: the prompt has no tokens"));
+    if let Some(max) = max_len.filter(|&m| ids.len() > m) {
+        anyhow::bail!(usage(&format!("--lens: the prompt has {} tokens; the model takes at most {max}", ids.len())));
+    }
+    if let Some(bad) = ids.iter().find(|&&t| t as usize >= vocab) {
+        anyhow::bail!(usage(&format!("--ids: token {bad} is outside the vocabulary ({vocab} tokens)")));
+    }
+    let pos = args.pos.unwrap_or(ids.len() - 1);
+    anyhow::ensure!(pos < ids.len(), usage(&format!("--pos {pos} is outside the prompt ({} tokens, positions 0..{})", ids.len(), ids.len() - 1)));
+    anyhow::ensure!(args.top_k > 0, usage("--top-k must be > 0"));
+    let answer = one_token(tokenizer, &args.answer, args.answer_id, "answer", "--lens")?;
+    let wrong = one_token(tokenizer, &args.wrong, args.wrong_id, "wrong", "--lens")?;
+    for t in answer.iter().chain(&wrong) {
+        anyhow::ensure!((*t as usize) < vocab, usage(&format!("--lens: token {t} is outside the vocabulary ({vocab} tokens)")));
+    }
+    anyhow::ensure!(answer.is_some() || wrong.is_none(), usage("--lens: --wrong needs --answer"));
+    anyhow::ensure!(answer.is_none() || answer != wrong, usage("--lens: the answer and the wrong answer are the same token"));
+    let tl = |id: u32| token_label(tokenizer, id);
+    let lens = logit_lens(model, &ids, pos, answer, args.top_k)?;
+    println!("logit lens at position {pos} (token {}):", tl(ids[pos]));
+    for row in &lens.rows {
+        let top: Vec<String> = row.top.iter().map(|(t, p)| format!("{} {p:.3}", tl(*t))).collect();
+        let ans = row.answer.as_ref().map_or(String::new(), |a| format!("  | answer p {:.4}, rank {}", a.prob, a.rank));
+        println!("{:>26}: {}{ans}", row.point, top.join(", "));
+    }
+    let attribution = match answer {
+        Some(a) => {
+            let r = logit_attribution(model, &ids, pos, a, wrong)?;
+            let what = match wrong {
+                Some(w) => format!("logit[{}] − logit[{}]", tl(a), tl(w)),
+                None => format!("logit[{}]", tl(a)),
+            };
+            println!("direct logit attribution of {what} = {:.4} at position {pos}:", r.target);
+            for p in &r.parts {
+                println!("{:>26}: {:+.4}", p.name, p.logit);
+            }
+            println!("{:>26}: {:+.4}", "bias (norm β, unembed)", r.bias);
+            println!("{:>26}: {:+.2e}", "unexplained", r.unexplained);
+            Some((r, what))
+        }
+        None => None,
+    };
+    let dir = args.out.clone().unwrap_or(default_out);
+    let json = serde_json::json!({
+        "tokens": ids.iter().map(|&t| tl(t)).collect::<Vec<_>>(),
+        "ids": ids,
+        "pos": pos,
+        "lens": lens,
+        "attribution": attribution.as_ref().map(|(r, _)| r),
+    });
+    latentlab::util::fsx::write_atomic(&dir.join("lens.json"), serde_json::to_string_pretty(&json)?.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("lens.json").display()))?;
+    let mut report = Report::new(format!("Logit lens: {label}"));
+    report.paragraph(format!("Position {pos} (token {}) of a {}-token prompt.", tl(ids[pos]), ids.len()));
+    let rows: Vec<Vec<String>> = lens
+        .rows
+        .iter()
+        .map(|r| {
+            let top = r.top.iter().map(|(t, p)| format!("{} {p:.3}", tl(*t))).collect::<Vec<_>>().join(", ");
+            let ans = r.answer.as_ref().map_or("—".into(), |a| format!("{:.4} (rank {})", a.prob, a.rank));
+            vec![r.point.clone(), top, ans]
+        })
+        .collect();
+    report.table(&["depth", "top tokens", "answer p"], rows);
+    if answer.is_some() {
+        let probs: Vec<f64> = lens.rows.iter().map(|r| r.answer.as_ref().map_or(f64::NAN, |a| a.prob)).collect();
+        let spec = ChartSpec::new("answer probability by depth (0 = embeddings, l = after block l − 1)", "depth", "P(answer)");
+        report.figure("Answer probability by depth", line_chart(&spec, &[Series::from_values("P(answer)", &probs)])?);
+    }
+    if let Some((r, what)) = &attribution {
+        let labels: Vec<String> = r.parts.iter().map(|p| p.name.clone()).collect();
+        let values: Vec<f64> = r.parts.iter().map(|p| p.logit).collect();
+        let spec = ChartSpec::new(&format!("direct logit attribution of {what} (total {:.3})", r.target), "part of the stream", "logit");
+        report.figure("Direct logit attribution", bar_chart(&spec, &labels, &[BarGroup { name: what.clone(), values }])?);
+    }
+    report.write(&dir, "lens")?;
+    println!("wrote {}", dir.display());
+    Ok(())
+}
+
 fn patch_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
     use latentlab::interp::patching::patch_positions;
     let Lm { model, tokenizer, label, default_out, max_len, .. } = lm;
     use latentlab::report::{heatmap, ChartSpec, Report};
-    let usage = |m: &str| anyhow::Error::new(super::UsageError(m.to_string()));
-    let text_or_ids = |text: &Option<String>, ids: &[u32], what: &str| -> anyhow::Result<Vec<u32>> {
-        match (text, ids.is_empty()) {
-            (Some(t), true) => match tokenizer {
-                Some(tok) => Ok(tok.encode(t)?),
-                None => Err(usage(&format!("--{what}: this model has no tokenizer.json; give --{what}-ids"))),
-            },
-            (None, false) => Ok(ids.to_vec()),
-            _ => Err(usage(&format!("--patch needs exactly one of --{what} and --{what}-ids"))),
-        }
-    };
-    let clean = text_or_ids(&args.clean, &args.clean_ids, "clean")?;
-    let corrupt = text_or_ids(&args.corrupt, &args.corrupt_ids, "corrupt")?;
+    let clean = text_or_ids(tokenizer, &args.clean, &args.clean_ids, ["--clean", "--clean-ids"], "--patch")?;
+    let corrupt = text_or_ids(tokenizer, &args.corrupt, &args.corrupt_ids, ["--corrupt", "--corrupt-ids"], "--patch")?;
     anyhow::ensure!(
         !clean.is_empty() && clean.len() == corrupt.len(),
         usage(&format!("--patch: the clean and corrupted prompts must have the same number of tokens (got {} and {})", clean.len(), corrupt.len()))
@@ -267,20 +407,9 @@ fn patch_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
     if let Some(max) = max_len.filter(|&m| clean.len() > m) {
         anyhow::bail!(usage(&format!("--patch: the prompts have {} tokens; the model takes at most {max}", clean.len())));
     }
-    let one_token = |text: &Option<String>, id: Option<u32>, what: &str| -> anyhow::Result<u32> {
-        match (text, id) {
-            (Some(t), None) => {
-                let tok = tokenizer.ok_or_else(|| usage(&format!("--{what}: this model has no tokenizer.json; give --{what}-id")))?;
-                match tok.encode_plain(t)?.as_slice() {
-                    [one] => Ok(*one),
-                    ids => Err(usage(&format!("--{what} `{t}` is {} tokens, expected one (give --{what}-id)", ids.len()))),
-                }
-            }
-            (None, Some(i)) => Ok(i),
-            _ => Err(usage(&format!("--patch needs exactly one of --{what} and --{what}-id"))),
-        }
-    };
-    let (answer, wrong) = (one_token(&args.answer, args.answer_id, "answer")?, one_token(&args.wrong, args.wrong_id, "wrong")?);
+    let need = |t: Option<u32>, what: &str| t.ok_or_else(|| usage(&format!("--patch needs exactly one of --{what} and --{what}-id")));
+    let answer = need(one_token(tokenizer, &args.answer, args.answer_id, "answer", "--patch")?, "answer")?;
+    let wrong = need(one_token(tokenizer, &args.wrong, args.wrong_id, "wrong", "--patch")?, "wrong")?;
     anyhow::ensure!(answer != wrong, usage(&format!("--patch: the answer and the wrong answer are the same token ({answer})")));
     let layers = model.n_layers();
     let points: Vec<HookPoint> = if args.hooks.is_empty() {

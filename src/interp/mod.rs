@@ -7,6 +7,7 @@ pub mod fourier;
 pub mod heads;
 pub mod hooks;
 pub mod latent;
+pub mod lens;
 pub mod patching;
 pub mod probes;
 pub mod scores;

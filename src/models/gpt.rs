@@ -328,6 +328,9 @@ impl LanguageModel for Gpt {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn readout(&self) -> super::Readout<'_> {
+        super::Readout { norm: &self.ln_final, unembed: &self.unembed }
+    }
 }
 
 /// `ids: (batch, pos)` u32 tensor from a flat row-major slice.

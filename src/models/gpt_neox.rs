@@ -328,4 +328,7 @@ impl LanguageModel for GptNeox {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn readout(&self) -> super::Readout<'_> {
+        super::Readout { norm: &self.final_layer_norm, unembed: &self.embed_out }
+    }
 }

@@ -23,7 +23,7 @@ pub use vae::{Injection, LanguageVae, Posterior, VaeConfig};
 use candle_core::{Result, Tensor};
 
 use crate::interp::hooks::Hooks;
-use crate::nn::Params;
+use crate::nn::{Linear, Norm, Params};
 
 /// A causal LM over token ids, with hook points.
 pub trait LanguageModel {
@@ -31,4 +31,13 @@ pub trait LanguageModel {
     fn forward(&self, ids: &Tensor, hooks: &mut Hooks) -> Result<Tensor>;
     fn params(&self) -> &Params;
     fn n_layers(&self) -> usize;
+    /// What turns the last residual stream into logits (logit lens, logit attribution).
+    fn readout(&self) -> Readout<'_>;
+}
+
+/// The final norm and the unembedding: `logits = unembed(norm(resid))`.
+#[derive(Clone, Copy)]
+pub struct Readout<'a> {
+    pub norm: &'a Norm,
+    pub unembed: &'a Linear,
 }

@@ -72,4 +72,10 @@ impl LanguageModel for Pretrained {
             Pretrained::Qwen2(m) => m.n_layers(),
         }
     }
+    fn readout(&self) -> super::Readout<'_> {
+        match self {
+            Pretrained::GptNeox(m) => m.readout(),
+            Pretrained::Qwen2(m) => m.readout(),
+        }
+    }
 }

@@ -304,4 +304,7 @@ impl LanguageModel for Qwen2 {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn readout(&self) -> super::Readout<'_> {
+        super::Readout { norm: &self.norm, unembed: &self.lm_head }
+    }
 }
