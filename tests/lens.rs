@@ -54,6 +54,13 @@ fn check_model(model: &dyn LanguageModel, ids: &[u32], n_parts: usize) {
         assert!((r.target - target).abs() < 1e-5 * (1.0 + target.abs()), "{} vs {target}", r.target);
         assert!(r.unexplained.abs() < 1e-4 * (1.0 + target.abs()), "parts miss the logit difference by {}", r.unexplained);
         assert!(r.parts.iter().all(|p| p.logit.is_finite()) && r.parts.iter().any(|p| p.logit.abs() > 1e-6));
+        // Per head: the heads and the output bias make up each layer's attention part.
+        assert_eq!(r.heads.len(), n);
+        for (l, row) in r.heads.iter().enumerate() {
+            let attn = r.parts.iter().find(|p| p.name == format!("L{l} attn")).unwrap().logit;
+            let sum: f64 = row.iter().sum::<f64>() + r.attn_bias[l];
+            assert!((sum - attn).abs() < 1e-4 * (1.0 + attn.abs()), "layer {l}: heads {sum} vs attention {attn}");
+        }
         // Single logit: the same parts along W_U[a] alone.
         let single = logit_attribution(model, ids, pos, a, None).unwrap();
         assert!((single.target - logits[a as usize]).abs() < 1e-4 * (1.0 + logits[a as usize].abs()));

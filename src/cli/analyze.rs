@@ -311,7 +311,7 @@ fn token_label(tokenizer: Option<&latentlab::models::HfTokenizer>, id: u32) -> S
 /// `--lens`: logit lens and direct logit attribution (`interp::lens`).
 fn lens_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
     use latentlab::interp::lens::{logit_attribution, logit_lens};
-    use latentlab::report::{bar_chart, line_chart, BarGroup, ChartSpec, Report, Series};
+    use latentlab::report::{bar_chart, heatmap, line_chart, BarGroup, ChartSpec, Report, Series};
     let Lm { model, tokenizer, label, default_out, max_len, vocab } = lm;
     let ids = text_or_ids(tokenizer, &args.prompt, &args.ids, ["--prompt", "--ids"], "--lens")?;
     anyhow::ensure!(!ids.is_empty(), usage("--lens: the prompt has no tokens"));
@@ -349,6 +349,10 @@ fn lens_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
             println!("direct logit attribution of {what} = {:.4} at position {pos}:", r.target);
             for p in &r.parts {
                 println!("{:>26}: {:+.4}", p.name, p.logit);
+            }
+            for (l, row) in r.heads.iter().enumerate() {
+                let cells: Vec<String> = row.iter().map(|x| format!("{x:+.3}")).collect();
+                println!("{:>26}: {} (output bias {:+.3})", format!("L{l} attn by head"), cells.join(" "), r.attn_bias[l]);
             }
             println!("{:>26}: {:+.4}", "bias (norm β, unembed)", r.bias);
             println!("{:>26}: {:+.2e}", "unexplained", r.unexplained);
@@ -388,6 +392,12 @@ fn lens_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
         let values: Vec<f64> = r.parts.iter().map(|p| p.logit).collect();
         let spec = ChartSpec::new(&format!("direct logit attribution of {what} (total {:.3})", r.target), "part of the stream", "logit");
         report.figure("Direct logit attribution", bar_chart(&spec, &labels, &[BarGroup { name: what.clone(), values }])?);
+        if !r.heads.is_empty() {
+            let layers: Vec<String> = (0..r.heads.len()).map(|l| format!("L{l}")).collect();
+            let heads: Vec<String> = (0..r.heads[0].len()).map(|h| format!("h{h}")).collect();
+            let spec = ChartSpec::new(&format!("direct logit attribution of {what} per attention head"), "head", "layer");
+            report.figure("Direct logit attribution per head", heatmap(&spec, &r.heads, &layers, &heads, None)?);
+        }
     }
     report.write(&dir, "lens")?;
     println!("wrote {}", dir.display());

@@ -65,6 +65,11 @@ pub struct Attribution {
     pub bias: f64,
     /// `target − (Σ parts + bias)`: float rounding only when the parts are the whole stream.
     pub unexplained: f64,
+    /// `[layer][head]`: each head's share of its layer's attention part (its `hook_z`
+    /// through its columns of `W_O`); empty when the model does not expose `W_O`.
+    pub heads: Vec<Vec<f64>>,
+    /// `[layer]`: the attention output bias's share (the rest of the attention part).
+    pub attn_bias: Vec<f64>,
 }
 
 fn ids_tensor(ids: &[u32], device: &Device) -> Result<Tensor> {
@@ -137,7 +142,9 @@ pub fn logit_attribution(model: &dyn LanguageModel, ids: &[u32], pos: usize, ans
         parts_at.push((format!("L{l} mlp"), HookPoint::MlpOut(l)));
     }
     let whole = HookPoint::ResidPost(n.saturating_sub(1));
-    let mut h = Hooks::capture(parts_at.iter().map(|(_, p)| p.clone()).chain([whole.clone(), HookPoint::Logits]));
+    let per_head = (0..n).all(|l| model.attn_out_proj(l).is_some());
+    let z_points: Vec<HookPoint> = if per_head { (0..n).map(HookPoint::AttnZ).collect() } else { Vec::new() };
+    let mut h = Hooks::capture(parts_at.iter().map(|(_, p)| p.clone()).chain(z_points.iter().cloned()).chain([whole.clone(), HookPoint::Logits]));
     model.forward(&ids_tensor(ids, model.params().device())?, &mut h)?;
     let readout = model.readout();
     let w_u = &readout.unembed.weight;
@@ -168,6 +175,24 @@ pub fn logit_attribution(model: &dyn LanguageModel, ids: &[u32], pos: usize, ans
         let part = readout.norm.forward_frozen(&at(&h, p, pos)?, &whole_at)?;
         parts.push(Part { name: name.clone(), point: p.to_string(), logit: dot(&part)? });
     }
+    let (mut heads, mut attn_bias) = (Vec::new(), Vec::new());
+    for (l, zp) in z_points.iter().enumerate() {
+        let w_o = model.attn_out_proj(l).expect("checked above");
+        let z = at(&h, zp, pos)?; // (1, 1, n_heads, d_head)
+        let (n_heads, d_head) = (z.dim(2)?, z.dim(3)?);
+        let mut row = Vec::with_capacity(n_heads);
+        for head in 0..n_heads {
+            let z_h = z.narrow(2, head, 1)?.reshape((1, d_head))?;
+            let w_h = w_o.weight.narrow(1, head * d_head, d_head)?; // (d_model, d_head)
+            let out = z_h.matmul(&w_h.t()?)?.reshape((1, 1, w_o.weight.dim(0)?))?;
+            row.push(dot(&readout.norm.forward_frozen(&out, &whole_at)?)?);
+        }
+        heads.push(row);
+        attn_bias.push(match &w_o.bias {
+            Some(b) => dot(&readout.norm.forward_frozen(&b.reshape((1, 1, b.dim(0)?))?, &whole_at)?)?,
+            None => 0.0,
+        });
+    }
     let mut bias = match readout.norm.bias() {
         Some(b) => dot(b)?,
         None => 0.0,
@@ -179,5 +204,5 @@ pub fn logit_attribution(model: &dyn LanguageModel, ids: &[u32], pos: usize, ans
     let logits = at(&h, &HookPoint::Logits, pos)?.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?;
     let target = logits[answer as usize] - wrong.map_or(0.0, |w| logits[w as usize]);
     let explained: f64 = parts.iter().map(|p| p.logit).sum::<f64>() + bias;
-    Ok(Attribution { pos, answer, wrong, target, parts, bias, unexplained: target - explained })
+    Ok(Attribution { pos, answer, wrong, target, parts, bias, unexplained: target - explained, heads, attn_bias })
 }

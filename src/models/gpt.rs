@@ -328,6 +328,9 @@ impl LanguageModel for Gpt {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn attn_out_proj(&self, layer: usize) -> Option<&crate::nn::Linear> {
+        self.blocks.get(layer).map(|b| b.attn().out_proj())
+    }
     fn readout(&self) -> super::Readout<'_> {
         super::Readout { norm: &self.ln_final, unembed: &self.unembed }
     }

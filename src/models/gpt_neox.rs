@@ -328,6 +328,9 @@ impl LanguageModel for GptNeox {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn attn_out_proj(&self, layer: usize) -> Option<&Linear> {
+        self.layers.get(layer).map(|l| &l.attention.dense)
+    }
     fn readout(&self) -> super::Readout<'_> {
         super::Readout { norm: &self.final_layer_norm, unembed: &self.embed_out }
     }

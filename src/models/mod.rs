@@ -33,6 +33,9 @@ pub trait LanguageModel {
     fn n_layers(&self) -> usize;
     /// What turns the last residual stream into logits (logit lens, logit attribution).
     fn readout(&self) -> Readout<'_>;
+    /// Layer `layer`'s attention output projection `W_O: (d_model, n_heads·d_head)`
+    /// (per-head attribution through `blocks.{l}.attn.hook_z`).
+    fn attn_out_proj(&self, layer: usize) -> Option<&Linear>;
 }
 
 /// The final norm and the unembedding: `logits = unembed(norm(resid))`.

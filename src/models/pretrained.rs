@@ -72,6 +72,12 @@ impl LanguageModel for Pretrained {
             Pretrained::Qwen2(m) => m.n_layers(),
         }
     }
+    fn attn_out_proj(&self, layer: usize) -> Option<&crate::nn::Linear> {
+        match self {
+            Pretrained::GptNeox(m) => m.attn_out_proj(layer),
+            Pretrained::Qwen2(m) => m.attn_out_proj(layer),
+        }
+    }
     fn readout(&self) -> super::Readout<'_> {
         match self {
             Pretrained::GptNeox(m) => m.readout(),

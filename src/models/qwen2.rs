@@ -304,6 +304,9 @@ impl LanguageModel for Qwen2 {
     fn n_layers(&self) -> usize {
         self.cfg.n_layers
     }
+    fn attn_out_proj(&self, layer: usize) -> Option<&Linear> {
+        self.layers.get(layer).map(|l| &l.self_attn.o_proj)
+    }
     fn readout(&self) -> super::Readout<'_> {
         super::Readout { norm: &self.norm, unembed: &self.lm_head }
     }

@@ -258,6 +258,12 @@ impl Attention {
         self.out_proj.forward(&z.reshape((b, t, h * dh))?)
     }
 
+    /// `W_O` (and its bias): `(d_model, n_heads·d_head)`, head `h` in columns
+    /// `h·d_head..(h+1)·d_head`.
+    pub fn out_proj(&self) -> &Linear {
+        &self.out_proj
+    }
+
     /// The attention output at the flattened query rows `rows` only (strictly increasing
     /// indices b·pos + i): `x: (batch, pos, d_model) -> (rows, d_model)`. Keys and values
     /// still use every position; the queries, the pattern, `P·V` and `W_O` run on the

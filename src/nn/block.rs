@@ -54,6 +54,10 @@ impl Block {
     }
 
     /// The FFN, if this layer has one.
+    pub fn attn(&self) -> &Attention {
+        &self.attn
+    }
+
     pub fn mlp(&self) -> Option<&Mlp> {
         self.mlp.as_ref()
     }
