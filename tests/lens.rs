@@ -143,3 +143,61 @@ fn analyze_lens_writes_the_table_and_explains_bad_input() {
     bad(&["--ids", "5,999999"], "outside the vocabulary");
     bad(&["--ids", "5,17", "--answer-id", "4", "--wrong-id", "4"], "same token");
 }
+
+#[test]
+fn mean_attribution_is_the_mean_of_the_single_attributions() {
+    use latentlab::interp::lens::{mean_attribution, LensExample};
+    let model = Pretrained::load(&fixture("tiny-pythia"), &Device::Cpu).unwrap();
+    let examples = vec![
+        LensExample { ids: vec![5, 17, 42], answer: 3, wrong: Some(9) },
+        LensExample { ids: vec![8, 1, 2, 60, 33], answer: 7, wrong: None },
+    ];
+    let m = mean_attribution(&model, &examples, |_| {}).unwrap();
+    let singles: Vec<_> = examples.iter().map(|e| logit_attribution(&model, &e.ids, e.ids.len() - 1, e.answer, e.wrong).unwrap()).collect();
+    assert_eq!(m.n, 2);
+    assert!((m.target - (singles[0].target + singles[1].target) / 2.0).abs() < 1e-9);
+    for (i, p) in m.parts.iter().enumerate() {
+        assert!((p.logit - (singles[0].parts[i].logit + singles[1].parts[i].logit) / 2.0).abs() < 1e-9, "{}", p.name);
+    }
+    assert!((m.heads[1][2] - (singles[0].heads[1][2] + singles[1].heads[1][2]) / 2.0).abs() < 1e-9);
+    assert_eq!(m.per_example[1].0, singles[1].target);
+    assert!(mean_attribution(&model, &[], |_| {}).is_err());
+}
+
+#[test]
+fn analyze_lens_over_a_probe_file_and_ioi_prompts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("tiny-pythia");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_latentlab")).args(["analyze", model.to_str().unwrap(), "--lens"]).args(extra).output().unwrap()
+    };
+    // The fixture's vocabulary is "w1".."w63".
+    let file = tmp.path().join("probes.jsonl");
+    std::fs::write(
+        &file,
+        "{\"prompt\": \"w5 w9 w12 w5\", \"answer\": \" w9\", \"wrong\": \" w12\"}\n\n{\"prompt\": \"w7 w8\", \"answer\": \" w7\"}\n{\"prompt\": \"w7 w8\", \"answer\": \" w7 w8\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("batch").display().to_string();
+    let o = run(&["--probes", file.to_str().unwrap(), "--out", &out]);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("over 2 prompts") && stdout.contains("1 skipped") && stdout.contains("largest heads"), "{stdout}");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("batch/lens-batch.json")).unwrap()).unwrap();
+    assert_eq!(json["attribution"]["n"], 2);
+    assert_eq!(json["skipped"].as_array().unwrap().len(), 1);
+    assert!(json["skipped"][0]["reason"].as_str().unwrap().contains("not one token"));
+    assert!(tmp.path().join("batch/lens-batch.html").exists());
+
+    let bad = |extra: &[&str], needle: &str| {
+        let o = run(extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(needle) && !err.contains("panicked") && err.trim().lines().count() == 1, "{extra:?}: {err}");
+    };
+    // Names are not single tokens of the fixture's tokenizer: every IOI prompt is skipped.
+    bad(&["--ioi", "4"], "none of the 4 prompts");
+    std::fs::write(&file, "{\"prompt\": \"w5\", \"answr\": \" w9\"}\n").unwrap();
+    bad(&["--probes", file.to_str().unwrap()], "probes.jsonl:1");
+    bad(&["--ioi", "4", "--prompt", "w5"], "no --prompt");
+}

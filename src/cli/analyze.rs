@@ -52,7 +52,7 @@ pub struct Args {
     /// --head-scores: sequences (default 16).
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// --head-scores: seed of the random tokens (default 0).
+    /// --head-scores: seed of the random tokens; --lens --ioi: seed of the prompts (default 0).
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Activation patching: rerun the corrupted prompt with one activation (each `--hook`
@@ -106,6 +106,25 @@ pub struct Args {
     /// --lens: tokens listed per depth (default 5).
     #[arg(long, default_value_t = 5)]
     top_k: usize,
+    /// --lens over a batch: the attribution averaged over N built-in IOI prompts (Wang et
+    /// al. templates, seeded by --seed) of logit[indirect object] − logit[subject] at the
+    /// last position — which heads move the name. Writes lens-batch.json and lens-batch.html.
+    #[arg(long, value_name = "N")]
+    ioi: Option<usize>,
+    /// --lens over a batch: prompts from a JSONL file, one `{"prompt": ..., "answer": ...,
+    /// "wrong": ...}` per line (`wrong` optional; answers are one token each).
+    #[arg(long, value_name = "FILE")]
+    probes: Option<PathBuf>,
+}
+
+/// One line of `--probes`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LensProbe {
+    prompt: String,
+    answer: String,
+    #[serde(default)]
+    wrong: Option<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -116,6 +135,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         return patch(&args);
     }
     if args.lens {
+        if args.ioi.is_some() || args.probes.is_some() {
+            return with_lm(&args.checkpoint, "lens", |lm| lens_batch(&args, lm));
+        }
         return with_lm(&args.checkpoint, "lens", |lm| lens_model(&args, lm));
     }
     let points: Vec<HookPoint> = args.hooks.iter().map(|h| h.parse()).collect::<Result<_, _>>()?;
@@ -400,6 +422,109 @@ fn lens_model(args: &Args, lm: Lm) -> anyhow::Result<()> {
         }
     }
     report.write(&dir, "lens")?;
+    println!("wrote {}", dir.display());
+    Ok(())
+}
+
+/// `--lens --ioi N` / `--lens --probes FILE`: direct logit attribution averaged over prompts.
+fn lens_batch(args: &Args, lm: Lm) -> anyhow::Result<()> {
+    use latentlab::interp::lens::{mean_attribution, LensExample};
+    use latentlab::report::{bar_chart, heatmap, BarGroup, ChartSpec, Report};
+    let Lm { model, tokenizer, label, default_out, max_len, vocab } = lm;
+    anyhow::ensure!(args.ioi.is_none() || args.probes.is_none(), usage("--lens takes one of --ioi and --probes"));
+    anyhow::ensure!(
+        args.prompt.is_none() && args.ids.is_empty() && args.answer.is_none() && args.answer_id.is_none() && args.wrong.is_none() && args.wrong_id.is_none() && args.pos.is_none(),
+        usage("--lens --ioi/--probes reads its prompts and answers from there (no --prompt, --ids, --answer, --wrong or --pos)")
+    );
+    let tok = tokenizer.ok_or_else(|| usage("--lens --ioi/--probes needs a Hugging Face folder with tokenizer.json"))?;
+    let (source, probes): (String, Vec<LensProbe>) = match (args.ioi, &args.probes) {
+        (Some(n), _) => {
+            anyhow::ensure!(n > 0, usage("--ioi must be > 0"));
+            let p = latentlab::experiments::laser::probes::ioi_probes(n, args.seed);
+            (format!("built-in IOI, seed {}", args.seed), p.into_iter().map(|p| LensProbe { prompt: p.prompt, answer: p.answer, wrong: p.distractor }).collect())
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let mut out = Vec::new();
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let p: LensProbe = serde_json::from_str(line).map_err(|e| {
+                    usage(&format!("{}:{}: expected {{\"prompt\": ..., \"answer\": ..., \"wrong\": ...}}: {e}", path.display(), i + 1))
+                })?;
+                out.push(p);
+            }
+            anyhow::ensure!(!out.is_empty(), usage(&format!("{}: no prompts", path.display())));
+            (path.display().to_string(), out)
+        }
+        (None, None) => unreachable!("checked by the caller"),
+    };
+    let one = |text: &str| -> anyhow::Result<Option<u32>> {
+        Ok(match tok.encode_plain(text)?.as_slice() {
+            [t] if (*t as usize) < vocab => Some(*t),
+            _ => None,
+        })
+    };
+    let (mut examples, mut used, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    for p in &probes {
+        let ids = tok.encode_plain(&p.prompt)?;
+        let why = if ids.is_empty() || ids.iter().any(|&t| t as usize >= vocab) {
+            Some("the prompt is empty or out of vocabulary".to_string())
+        } else if max_len.is_some_and(|m| ids.len() > m) {
+            Some(format!("the prompt has {} tokens, more than the model takes", ids.len()))
+        } else {
+            None
+        };
+        let answer = one(&p.answer)?;
+        let wrong = match &p.wrong {
+            Some(w) => one(w)?.map(Some).ok_or(format!("wrong {w:?} is not one token")),
+            None => Ok(None),
+        };
+        match (why, answer, wrong) {
+            (Some(why), _, _) => skipped.push(serde_json::json!({ "prompt": p.prompt, "reason": why })),
+            (None, None, _) => skipped.push(serde_json::json!({ "prompt": p.prompt, "reason": format!("answer {:?} is not one token", p.answer) })),
+            (None, _, Err(why)) => skipped.push(serde_json::json!({ "prompt": p.prompt, "reason": why })),
+            (None, Some(a), Ok(w)) if Some(a) == w => skipped.push(serde_json::json!({ "prompt": p.prompt, "reason": "answer and wrong are the same token" })),
+            (None, Some(a), Ok(w)) => {
+                used.push(&p.prompt);
+                examples.push(LensExample { ids, answer: a, wrong: w });
+            }
+        }
+    }
+    if examples.is_empty() {
+        let first = skipped.first().and_then(|s| s["reason"].as_str()).unwrap_or("").to_string();
+        anyhow::bail!(usage(&format!("--lens: none of the {} prompts ({source}) is usable with this tokenizer (first skipped: {first})", probes.len())));
+    }
+    let total = examples.len();
+    let r = mean_attribution(model, &examples, |i| if i % 50 == 0 || i == total { eprintln!("attributed {i}/{total} prompts") })?;
+    println!("direct logit attribution over {} prompts ({source}; {} skipped): mean target {:.4}", r.n, skipped.len(), r.target);
+    for p in &r.parts {
+        println!("{:>26}: {:+.4}", p.name, p.logit);
+    }
+    for (l, row) in r.heads.iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|x| format!("{x:+.3}")).collect();
+        println!("{:>26}: {} (output bias {:+.3})", format!("L{l} attn by head"), cells.join(" "), r.attn_bias[l]);
+    }
+    let mut ranked: Vec<(usize, usize, f64)> = r.heads.iter().enumerate().flat_map(|(l, row)| row.iter().enumerate().map(move |(h, &x)| (l, h, x))).collect();
+    ranked.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()).then((a.0, a.1).cmp(&(b.0, b.1))));
+    let top: Vec<String> = ranked.iter().take(5).map(|(l, h, x)| format!("L{l}.h{h} {x:+.3}")).collect();
+    if !top.is_empty() {
+        println!("{:>26}: {}", "largest heads", top.join(", "));
+    }
+    let dir = args.out.clone().unwrap_or(default_out);
+    let json = serde_json::json!({ "source": source, "prompts": used, "skipped": skipped, "attribution": r });
+    latentlab::util::fsx::write_atomic(&dir.join("lens-batch.json"), serde_json::to_string_pretty(&json)?.as_bytes())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", dir.join("lens-batch.json").display()))?;
+    let mut report = Report::new(format!("Direct logit attribution over prompts: {label}"));
+    report.paragraph(format!("{} prompts ({source}; {} skipped); mean logit[answer] (− logit[wrong]) at the last position: {:.4}.", r.n, skipped.len(), r.target));
+    let labels: Vec<String> = r.parts.iter().map(|p| p.name.clone()).collect();
+    let spec = ChartSpec::new("mean direct logit attribution by part", "part of the stream", "logit");
+    report.figure("Mean attribution by part", bar_chart(&spec, &labels, &[BarGroup { name: "mean".into(), values: r.parts.iter().map(|p| p.logit).collect() }])?);
+    if !r.heads.is_empty() {
+        let layers: Vec<String> = (0..r.heads.len()).map(|l| format!("L{l}")).collect();
+        let heads: Vec<String> = (0..r.heads[0].len()).map(|h| format!("h{h}")).collect();
+        let spec = ChartSpec::new("mean direct logit attribution per attention head", "head", "layer");
+        report.figure("Mean attribution per head", heatmap(&spec, &r.heads, &layers, &heads, None)?);
+    }
+    report.write(&dir, "lens-batch")?;
     println!("wrote {}", dir.display());
     Ok(())
 }

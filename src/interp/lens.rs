@@ -206,3 +206,65 @@ pub fn logit_attribution(model: &dyn LanguageModel, ids: &[u32], pos: usize, ans
     let explained: f64 = parts.iter().map(|p| p.logit).sum::<f64>() + bias;
     Ok(Attribution { pos, answer, wrong, target, parts, bias, unexplained: target - explained, heads, attn_bias })
 }
+
+/// One prompt of a batch attribution: token ids, answer and (optionally) wrong token, read
+/// at the last position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LensExample {
+    pub ids: Vec<u32>,
+    pub answer: u32,
+    pub wrong: Option<u32>,
+}
+
+/// Direct logit attribution averaged over prompts (each read at its last position).
+#[derive(Debug, Clone, Serialize)]
+pub struct MeanAttribution {
+    pub n: usize,
+    /// Mean of the model's logit[answer] (− logit[wrong]).
+    pub target: f64,
+    /// Mean share of each part (same names and order as `Attribution::parts`).
+    pub parts: Vec<Part>,
+    /// `[layer][head]` mean share of each head; `[layer]` of the attention output bias.
+    pub heads: Vec<Vec<f64>>,
+    pub attn_bias: Vec<f64>,
+    pub bias: f64,
+    /// Per prompt: the target and each part's share.
+    pub per_example: Vec<(f64, Vec<f64>)>,
+}
+
+/// `logit_attribution` of every example at its last position, averaged.
+pub fn mean_attribution(model: &dyn LanguageModel, examples: &[LensExample], mut progress: impl FnMut(usize)) -> Result<MeanAttribution> {
+    if examples.is_empty() {
+        candle_core::bail!("no prompts to attribute");
+    }
+    let mut mean: Option<Attribution> = None;
+    let mut per_example = Vec::with_capacity(examples.len());
+    for (i, e) in examples.iter().enumerate() {
+        let pos = e.ids.len().saturating_sub(1);
+        let r = logit_attribution(model, &e.ids, pos, e.answer, e.wrong)?;
+        per_example.push((r.target, r.parts.iter().map(|p| p.logit).collect()));
+        match &mut mean {
+            None => mean = Some(r),
+            Some(m) => {
+                m.target += r.target;
+                m.bias += r.bias;
+                for (a, b) in m.parts.iter_mut().zip(&r.parts) {
+                    a.logit += b.logit;
+                }
+                for (a, b) in m.heads.iter_mut().flatten().zip(r.heads.iter().flatten()) {
+                    *a += b;
+                }
+                for (a, b) in m.attn_bias.iter_mut().zip(&r.attn_bias) {
+                    *a += b;
+                }
+            }
+        }
+        progress(i + 1);
+    }
+    let mut m = mean.expect("examples is not empty");
+    let n = examples.len() as f64;
+    m.parts.iter_mut().for_each(|p| p.logit /= n);
+    m.heads.iter_mut().flatten().for_each(|x| *x /= n);
+    m.attn_bias.iter_mut().for_each(|x| *x /= n);
+    Ok(MeanAttribution { n: examples.len(), target: m.target / n, parts: m.parts, heads: m.heads, attn_bias: m.attn_bias, bias: m.bias / n, per_example })
+}
