@@ -43,6 +43,14 @@ fn quick_reproduction_passes_the_smoke_bands_and_checkpoints_can_be_edited() {
     let (loss, moved) = (f["loss"].as_f64().unwrap(), f["loss_moved"].as_f64().unwrap());
     assert!(loss.is_finite() && moved.is_finite() && loss > 0.0 && (loss - moved).abs() > 1e-4, "{f}");
 
+    // Direct logit attribution of logit[τ] − logit[ȳ] at clean scored positions: the parts
+    // add up to the model's own difference; FFN₂ pushes τ, layer-2 attention (induction) ȳ.
+    let a = &results["variants"][0]["attribution"];
+    let part = |name: &str| a["parts"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap()["logit"].as_f64().unwrap();
+    let sum: f64 = a["parts"].as_array().unwrap().iter().map(|p| p["logit"].as_f64().unwrap()).sum();
+    assert!(a["n"].as_u64().unwrap() > 100 && (sum + a["bias"].as_f64().unwrap() - a["target"].as_f64().unwrap()).abs() < 1e-3, "{a}");
+    assert!(part("L1 mlp") > 0.5 && part("L1 attn") < -0.5, "FFN₂ should push τ and induction ȳ: {a}");
+
     // The sweep table has the unedited model and FFN2 removal; removal lowers P(τ).
     let sweep = std::fs::read_to_string(dir.join("main/sweep.jsonl")).unwrap();
     let rows: Vec<serde_json::Value> = sweep.lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -91,7 +91,7 @@ fn at(cache: &Hooks, point: &HookPoint, pos: usize) -> Result<Tensor> {
 
 fn logits_of(readout: Readout, resid: &Tensor) -> Result<Vec<f64>> {
     let logits = readout.unembed.forward(&readout.norm.forward(resid)?)?;
-    Ok(logits.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
+    logits.flatten_all()?.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()
 }
 
 fn softmax(logits: &[f64]) -> Vec<f64> {

@@ -3,7 +3,7 @@
 
 use super::config::TruncationStudy;
 use super::run::{StudyError, StudyOutcome, VariantResult};
-use crate::report::{heatmap, line_chart, spectrum_chart, ChartSpec, Report, Series};
+use crate::report::{bar_chart, heatmap, line_chart, spectrum_chart, BarGroup, ChartSpec, Report, Series};
 
 fn rho_curves(v: &VariantResult, metric: fn(&super::task::RecallMetrics) -> f64) -> Vec<Series> {
     let full = v.row("none").map(|r| metric(&r.clean));
@@ -112,6 +112,28 @@ pub fn write_report(o: &StudyOutcome, study: &TruncationStudy) -> Result<(), Stu
             r.figure(format!("{tag}: layer {} attention, first clean sequence", l + 1), heatmap(&ChartSpec::new(&format!("Layer {} attention pattern", l + 1), "key position", "query position"), p, &[], &[], Some((0.0, 1.0)))?);
         }
     }
+    r.heading("Direct logit attribution");
+    r.paragraph(
+        "Mean share of each part of the last residual stream in logit[τ] − logit[ȳ] at the clean scored positions of the first 64 clean sequences \
+         (interp::lens; no final norm in this model, so the parts add up exactly): positive parts push the generic token, negative ones the in-context answer.",
+    );
+    let mut labels: Vec<String> = Vec::new();
+    for v in &o.variants {
+        for p in &v.attribution.parts {
+            if !labels.contains(&p.name) {
+                labels.push(p.name.clone());
+            }
+        }
+    }
+    let groups: Vec<BarGroup> = o
+        .variants
+        .iter()
+        .map(|v| BarGroup {
+            name: format!("{} (total {:.2})", v.variant.name, v.attribution.target),
+            values: labels.iter().map(|l| v.attribution.parts.iter().find(|p| &p.name == l).map_or(f64::NAN, |p| p.logit)).collect(),
+        })
+        .collect();
+    r.figure("Direct logit attribution of logit[τ] − logit[ȳ]", bar_chart(&ChartSpec::new("logit[τ] − logit[ȳ] by part, clean scored positions", "part of the stream", "logit"), &labels, &groups)?);
     r.heading("Toys (spec §8.3)");
     let g = &o.toys.grad_check;
     let a = &o.toys.assoc_memory;

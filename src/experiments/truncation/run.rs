@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::claims::{check_claims, Claim};
 use super::config::{TruncationStudy, Variant};
 use super::sweep::{example_pattern, run_sweep, spectral, Spectral, SweepRow};
-use super::task::{forced_queries, ForcedQueries, NoisyRecallTask};
+use super::task::{forced_queries, noise_attribution, ForcedQueries, NoisyRecallTask};
+use crate::interp::lens::MeanAttribution;
 use crate::config::to_toml;
 use crate::data::assoc_memory::{
     analyse_assoc_memory, linear_assoc_memory, one_step_gradient_check, AssocMemoryConfig, AssocMemoryReport, GradCheckConfig,
@@ -42,6 +43,9 @@ pub struct VariantResult {
     /// Noisy-data queries with only τ slots to copy from, and what their τ-slot
     /// attention is worth (after training).
     pub forced: ForcedQueries,
+    /// Direct logit attribution of logit[τ] − logit[ȳ] at clean scored positions (first
+    /// 64 clean sequences), after training.
+    pub attribution: MeanAttribution,
 }
 
 impl VariantResult {
@@ -210,6 +214,7 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     };
     let patterns = vec![example_pattern(&task, 0)?, example_pattern(&task, 1)?];
     let forced = forced_queries(&task.model, &task.noisy)?;
+    let attribution = noise_attribution(&task.model, &task.clean, 64)?;
     let mut lines = String::new();
     for row in &sweep {
         lines += &serde_json::to_string(row).expect("sweep rows serialise");
@@ -217,7 +222,7 @@ fn run_variant(study: &TruncationStudy, v: &Variant, dir: &Path, quiet: bool) ->
     }
     let path = vdir.join("sweep.jsonl");
     write_atomic(&path, lines.as_bytes()).map_err(|e| io(&path, e))?;
-    Ok(VariantResult { variant: v.clone(), seconds: t0.elapsed().as_secs_f64(), dynamics, sweep, spectral, patterns, forced })
+    Ok(VariantResult { variant: v.clone(), seconds: t0.elapsed().as_secs_f64(), dynamics, sweep, spectral, patterns, forced, attribution })
 }
 
 /// All variants, in config order. With `parallel_variants` and more than one

@@ -9,6 +9,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::noisy_recall::{NoisyRecallBatch, NoisyRecallSampler};
 use crate::data::TokenBatch;
+use crate::interp::lens::{mean_attribution, LensExample, MeanAttribution};
 use crate::interp::probes::{ffn_token_logits, logit_margin, mass_on_keys, prev_token_mass};
 use crate::interp::{HookPoint, Hooks, Intervention};
 use crate::models::{Gpt, LanguageModel};
@@ -160,6 +161,24 @@ fn follower_slots(b: &NoisyRecallBatch, bi: usize, qi: usize) -> Option<(Vec<usi
 }
 
 /// [`ForcedQueries`] of `model` on `b` (the last layer's pattern is patched).
+/// Direct logit attribution of logit[τ] − logit[ȳ] at the scored positions (counter ≥ 2)
+/// of the first `n_seq` sequences of the clean set: which parts of the stream push the
+/// generic token and which the in-context answer (positions whose answer is τ itself are
+/// left out).
+pub fn noise_attribution(model: &Gpt, clean: &NoisyRecallBatch, n_seq: usize) -> Result<MeanAttribution> {
+    let t = clean.seq_len;
+    let mut examples = Vec::new();
+    for bi in 0..clean.batch.min(n_seq) {
+        for pos in 0..t {
+            let i = bi * t + pos;
+            if clean.counter[i] >= 2 && clean.targets[i] != clean.noise_token {
+                examples.push(LensExample { ids: clean.inputs[bi * t..=i].to_vec(), answer: clean.noise_token, wrong: Some(clean.targets[i]) });
+            }
+        }
+    }
+    mean_attribution(model, &examples, |_| {})
+}
+
 pub fn forced_queries(model: &Gpt, b: &NoisyRecallBatch) -> Result<ForcedQueries> {
     let last = model.n_layers() - 1;
     let point = HookPoint::AttnPattern(last);
