@@ -12,4 +12,4 @@ pub mod run;
 pub use config::{parse_edits, LaserStudy, ProbeConfig};
 pub use error::{check_layout, LaserError, LAYOUT_HELP};
 pub use probes::{aggregate, builtin_probes, evaluate, Probe, ProbeKind, ProbeResult, ProbeSet, TokenProbe};
-pub use run::{evaluate_edits, reproduce, sweep, LaserOutcome, Sweep, SweepRow};
+pub use run::{evaluate_edits, generic_attribution, reproduce, sweep, LaserOutcome, Sweep, SweepRow};

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use super::error::LaserError;
 use super::run::Sweep;
-use crate::report::{line_chart, ChartSpec, Report, Series, SeriesStyle};
+use crate::report::{bar_chart, line_chart, BarGroup, ChartSpec, Report, Series, SeriesStyle};
 
 const METRICS: [(&str, &str); 4] = [
     ("acc", "top-1 accuracy"),
@@ -56,6 +56,21 @@ pub fn write_report(dir: &Path, sw: &Sweep, summary: &serde_json::Value) -> Resu
         }
         let spec = ChartSpec { log_x: true, ..ChartSpec::new(&format!("{label} (validation) vs ρ"), "kept rank fraction ρ", label) };
         r.figure(format!("validation {key} vs rank fraction"), line_chart(&spec, &series)?);
+    }
+    let a = &summary["attribution"];
+    if let (Some(base), Some(chosen)) = (a["unedited"]["parts"].as_array(), a["chosen"]["parts"].as_array()) {
+        r.heading("Direct logit attribution of logit[answer] − logit[\" the\"] (test split)");
+        r.paragraph(format!(
+            "Mean share of each part of the last residual stream (final norm's scale held fixed; interp::lens); negative parts push the generic token. Total: unedited {:.3}, chosen edit `{}` {:.3}.",
+            a["unedited"]["target"].as_f64().unwrap_or(f64::NAN),
+            a["chosen_edit"].as_str().unwrap_or(""),
+            a["chosen"]["target"].as_f64().unwrap_or(f64::NAN)
+        ));
+        let labels: Vec<String> = base.iter().map(|p| p["name"].as_str().unwrap_or("").to_string()).collect();
+        let values = |parts: &[serde_json::Value]| parts.iter().map(|p| p["logit"].as_f64().unwrap_or(f64::NAN)).collect::<Vec<f64>>();
+        let groups = [BarGroup { name: "unedited".into(), values: values(base) }, BarGroup { name: "chosen edit".into(), values: values(chosen) }];
+        let spec = ChartSpec::new("logit[answer] − logit[\" the\"] by part of the stream", "part", "logit");
+        r.figure("Direct logit attribution, unedited vs chosen edit", bar_chart(&spec, &labels, &groups)?);
     }
     r.heading("Sweep (validation | test)");
     let rows: Vec<Vec<String>> = sw

@@ -14,6 +14,7 @@ use super::config::LaserStudy;
 use super::error::{check_layout, LaserError};
 use super::probes::{aggregate, builtin_probes, evaluate, ProbeResult, ProbeSet};
 use crate::config::to_toml;
+use crate::interp::lens::{mean_attribution, LensExample, MeanAttribution};
 use crate::models::{HfTokenizer, LanguageModel, Pretrained};
 use crate::surgery::{sweep_grid, with_edits, EditKind, EditSet, Mode, SvdCache, TemplateMap};
 use crate::util::fsx::write_atomic;
@@ -39,6 +40,8 @@ pub struct Sweep {
     pub best: usize,
     pub n_val: usize,
     pub svd_computed: usize,
+    /// The edit set of each row.
+    pub edits: Vec<EditSet>,
 }
 
 /// Per-example results of `set` under each edit set (weights restored after each).
@@ -87,7 +90,7 @@ pub fn sweep(model: &dyn LanguageModel, map: &TemplateMap, set: &ProbeSet, study
     let best = (1..rows.len())
         .max_by(|&a, &b| key(&rows[a]).partial_cmp(&key(&rows[b])).unwrap_or(std::cmp::Ordering::Equal).then(b.cmp(&a)))
         .unwrap_or(0);
-    Ok(Sweep { rows, results, best, n_val, svd_computed: cache.computed() })
+    Ok(Sweep { rows, results, best, n_val, svd_computed: cache.computed(), edits })
 }
 
 /// Files and numbers of one `reproduce laser` run.
@@ -144,17 +147,41 @@ pub fn reproduce(study: &LaserStudy, quiet: bool) -> Result<LaserOutcome, LaserE
         write(&dir.join("per_example.jsonl"), per_example_jsonl(&sw, &set).as_bytes())?;
     }
     let (base, best) = (&sw.rows[0], &sw.rows[sw.best]);
-    let summary = json!({
+    let attribution = generic_attribution(&model, &map, &set, &sw, &mut cache)?;
+    let mut summary = json!({
         "model": study.model, "arch": model.arch().model_type(), "n_layers": model.n_layers(),
         "n_examples": set.probes.len(), "n_skipped": set.skipped.len(), "skipped": set.skipped,
         "n_val": sw.n_val, "n_test": set.probes.len() - sw.n_val, "n_edits": sw.rows.len() - 1,
         "svd_computed": sw.svd_computed, "best_edit": best.edit, "best_val": best.val,
         "best_test": best.test, "baseline_val": base.val, "baseline_test": base.test,
-        "delta_test": delta(&best.test, &base.test), "seconds": t0.elapsed().as_secs_f64(),
+        "delta_test": delta(&best.test, &base.test),
     });
+    summary["attribution"] = attribution;
+    summary["seconds"] = t0.elapsed().as_secs_f64().into();
     write(&dir.join("summary.json"), serde_json::to_string_pretty(&summary).expect("json").as_bytes())?;
     super::report::write_report(&dir, &sw, &summary)?;
     Ok(LaserOutcome { dir, summary, sweep: sw })
+}
+
+/// Direct logit attribution of logit[answer] − logit[generic] (" the") over the test
+/// probes, for the unedited model and the chosen edit: which parts of the stream push the
+/// generic token, and what the edit changed. Per-example rows are left out.
+pub fn generic_attribution(model: &Pretrained, map: &TemplateMap, set: &ProbeSet, sw: &Sweep, cache: &mut SvdCache) -> Result<serde_json::Value, LaserError> {
+    let examples: Vec<LensExample> = set.probes[sw.n_val..]
+        .iter()
+        .filter(|p| p.answer != set.generic)
+        .map(|p| LensExample { ids: p.ids.clone(), answer: p.answer, wrong: Some(set.generic) })
+        .collect();
+    if examples.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let strip = |mut a: MeanAttribution| {
+        a.per_example.clear();
+        serde_json::to_value(a).expect("attribution serialises")
+    };
+    let unedited = strip(mean_attribution(model, &examples, |_| {})?);
+    let chosen = strip(with_edits(model.params(), &sw.edits[sw.best], cache, map, || mean_attribution(model, &examples, |_| {}))??);
+    Ok(json!({ "target": "logit[answer] − logit[generic]", "split": "test", "unedited": unedited, "chosen": chosen, "chosen_edit": sw.rows[sw.best].edit }))
 }
 
 /// `a − b` for every key both hold.
