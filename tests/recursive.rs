@@ -627,3 +627,19 @@ fn a_fired_decay_trigger_ends_the_variant_early_and_is_reported() {
     assert!(std::fs::read_to_string(o.dir.join("report.html")).unwrap().contains("decay triggered at step 4"));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The lever configs committed under docs/levers/ still load over the default study.
+#[test]
+fn committed_lever_configs_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/levers");
+    let mut n = 0;
+    for dir in std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()) {
+        let path = dir.join("config.toml");
+        let s: latentlab::experiments::recursive::RecursiveStudy =
+            latentlab::config::load(Some(&path), &[]).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(s.curriculum.iter().any(|c| c.leaf_values == Some(4)), "{}: a small-sum stage", path.display());
+        assert!(dir.join("finished.toml").is_file(), "{}", dir.display());
+        n += 1;
+    }
+    assert!(n >= 4, "{n} lever runs");
+}
