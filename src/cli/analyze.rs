@@ -465,7 +465,8 @@ fn lens_batch(args: &Args, lm: Lm) -> anyhow::Result<()> {
     };
     let (mut examples, mut used, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
     for p in &probes {
-        let ids = tok.encode_plain(&p.prompt)?;
+        // Prompts as `--prompt` reads them (special tokens included); answers as one plain token.
+        let ids = tok.encode(&p.prompt)?;
         let why = if ids.is_empty() || ids.iter().any(|&t| t as usize >= vocab) {
             Some("the prompt is empty or out of vocabulary".to_string())
         } else if max_len.is_some_and(|m| ids.len() > m) {
