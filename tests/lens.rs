@@ -110,13 +110,23 @@ fn tiny_pythia_and_qwen2() {
     }
 }
 
+/// `latentlab analyze MODEL --lens EXTRA…`.
+fn run_lens(model: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_latentlab")).args(["analyze", model.to_str().unwrap(), "--lens"]).args(extra).output().unwrap()
+}
+
+/// Exit 2 with one stderr line containing `needle`, no panic.
+fn assert_one_line_usage_error(o: &std::process::Output, extra: &[&str], needle: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+    assert!(err.contains(needle) && !err.contains("panicked") && err.trim().lines().count() == 1, "{extra:?}: {err}");
+}
+
 #[test]
 fn analyze_lens_writes_the_table_and_explains_bad_input() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture("tiny-pythia");
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_latentlab")).args(["analyze", model.to_str().unwrap(), "--lens"]).args(extra).output().unwrap()
-    };
+    let run = |extra: &[&str]| run_lens(&model, extra);
     let out = tmp.path().display().to_string();
     let o = run(&["--ids", "5,17,42,8", "--answer-id", "3", "--wrong-id", "7", "--out", &out]);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -131,12 +141,7 @@ fn analyze_lens_writes_the_table_and_explains_bad_input() {
     assert!(attr["unexplained"].as_f64().unwrap().abs() < 1e-3, "{attr}");
     assert!(tmp.path().join("lens.html").exists());
 
-    let bad = |extra: &[&str], needle: &str| {
-        let o = run(extra);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
-        assert!(err.contains(needle) && !err.contains("panicked") && err.trim().lines().count() == 1, "{extra:?}: {err}");
-    };
+    let bad = |extra: &[&str], needle: &str| assert_one_line_usage_error(&run(extra), extra, needle);
     bad(&["--ids", "5,17", "--pos", "2"], "--pos 2");
     bad(&[], "--prompt");
     bad(&["--ids", "5,17", "--wrong-id", "3"], "--wrong needs --answer");
@@ -168,9 +173,7 @@ fn mean_attribution_is_the_mean_of_the_single_attributions() {
 fn analyze_lens_over_a_probe_file_and_ioi_prompts() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture("tiny-pythia");
-    let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_latentlab")).args(["analyze", model.to_str().unwrap(), "--lens"]).args(extra).output().unwrap()
-    };
+    let run = |extra: &[&str]| run_lens(&model, extra);
     // The fixture's vocabulary is "w1".."w63".
     let file = tmp.path().join("probes.jsonl");
     std::fs::write(
@@ -189,12 +192,7 @@ fn analyze_lens_over_a_probe_file_and_ioi_prompts() {
     assert!(json["skipped"][0]["reason"].as_str().unwrap().contains("not one token"));
     assert!(tmp.path().join("batch/lens-batch.html").exists());
 
-    let bad = |extra: &[&str], needle: &str| {
-        let o = run(extra);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
-        assert!(err.contains(needle) && !err.contains("panicked") && err.trim().lines().count() == 1, "{extra:?}: {err}");
-    };
+    let bad = |extra: &[&str], needle: &str| assert_one_line_usage_error(&run(extra), extra, needle);
     // Names are not single tokens of the fixture's tokenizer: every IOI prompt is skipped.
     bad(&["--ioi", "4"], "none of the 4 prompts");
     std::fs::write(&file, "{\"prompt\": \"w5\", \"answr\": \" w9\"}\n").unwrap();
